@@ -1,0 +1,125 @@
+"""Backend profiles (backends/*.yaml): where a sweep runs, logs and stores, and on what hardware.
+
+The spec says *what* to train; a profile says *where*: Ray (embedded or an address), the MLflow
+tracking URI, storage for checkpoints and token caches (a folder or s3:// with one `endpoint`),
+the hardware the planner sizes trials for, concurrency and retries. Values may name environment
+variables as `${NAME}`; they are resolved only when used, so planning never needs credentials, and
+a missing variable is a clear error naming the profile key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sweeper.console import UserError
+from sweeper.schema import FieldError, read_dataclass, spec_field
+from sweeper.yamlnodes import load_yaml
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hardware:
+    """What one trial slot looks like. For CPUs a "device" is one core's worth of a trial slot."""
+
+    accelerator: Literal["cpu", "cuda"]
+    name: str
+    nodes: int = spec_field(1, positive=True)
+    devices_per_node: int = spec_field(positive=True)
+    memory_per_device: int = spec_field(positive=True, unit="bytes")
+    cpus_per_trial: int = spec_field(1, positive=True)
+    peak_flops: float | None = spec_field(None, positive=True, doc="dense bf16 FLOP/s per device (for MFU)")
+    assumed_mfu: float | None = spec_field(None, positive=True, max=1, doc="utilisation the estimate assumes")
+    sustained_flops: float | None = spec_field(None, positive=True, doc="measured FLOP/s per device")
+    price_per_device_hour: float | None = spec_field(None, min=0)
+    max_micro_batch: int = spec_field(64, positive=True)
+    max_trials_per_device: int = spec_field(1, positive=True, doc="small trials share a GPU up to this many")
+    share_below_params: int = spec_field(100_000_000, positive=True, doc="only trials smaller than this share")
+
+    def __post_init__(self) -> None:
+        if self.peak_flops is None and self.sustained_flops is None:
+            raise FieldError("", "hardware needs `peak_flops` with `assumed_mfu`, or a measured `sustained_flops`")
+        if self.peak_flops is not None and self.sustained_flops is None and self.assumed_mfu is None:
+            raise FieldError("peak_flops", "with `peak_flops`, set `assumed_mfu` (e.g. 0.4) for time estimates")
+
+    @property
+    def effective_flops(self) -> float:
+        """FLOP/s one device delivers in the estimates."""
+        if self.sustained_flops is not None:
+            return self.sustained_flops
+        return self.peak_flops * self.assumed_mfu  # type: ignore[operator]
+
+    @property
+    def total_devices(self) -> int:
+        return self.nodes * self.devices_per_node
+
+    def assumption(self) -> str:
+        if self.sustained_flops is not None:
+            return f"{self.sustained_flops:.3g} FLOP/s sustained per device (measured)"
+        return f"{self.assumed_mfu:.0%} MFU of {self.peak_flops:.3g} FLOP/s peak per device"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RaySettings:
+    address: str = spec_field("embedded", doc="`embedded` starts Ray in-process; else a cluster address")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MlflowSettings:
+    tracking_uri: str = "sqlite:///mlflow.db"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageSettings:
+    path: str = spec_field(doc="a folder (relative to the working folder) or s3://bucket/prefix")
+    endpoint: str | None = spec_field(None, doc="S3-compatible endpoint URL, used by boto3, pyarrow and MLflow")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    name: str
+    file: str
+    description: str = ""
+    ray: RaySettings = RaySettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    storage: StorageSettings
+    hardware: Hardware
+    concurrency: int = spec_field(1, positive=True)
+    retries: int = spec_field(2, min=0)
+
+
+def resolve_env(value: str, where: str) -> str:
+    """Substitute ${NAME} (or ${NAME:-default}) from the environment; a missing variable without a
+    default is a UserError naming `where`."""
+
+    def lookup(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if os.environ.get(name):
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise UserError(f"{where} needs the environment variable {name}, which is not set")
+
+    return _ENV.sub(lookup, value)
+
+
+def default_profile_path(name: str, spec_file: str | None = None) -> Path:
+    """backends/NAME.yaml: in the working folder, beside the spec's folder, or in the source tree."""
+    candidates = [Path.cwd() / "backends"]
+    if spec_file:
+        candidates.append(Path(spec_file).resolve().parent.parent / "backends")
+    candidates.append(Path(__file__).resolve().parent.parent / "backends")
+    for folder in candidates:
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    raise UserError(f"no backends/{name}.yaml here or beside the spec; pass --backend FILE")
+
+
+def load_profile(path: str | Path) -> Profile:
+    path = Path(path)
+    node = load_yaml(path, display=str(path))
+    return read_dataclass(Profile, node, f"profile {path.name}", name=path.stem, file=str(path))

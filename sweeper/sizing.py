@@ -1,0 +1,127 @@
+"""How big a trial is on given hardware: memory, micro-batch, devices, resources, time. Pure.
+
+Estimates, stated with their sources, so that `sweeper plan` can say before anything runs
+whether a trial fits and roughly how long it takes:
+- FLOPs per token for time: 6·P + 12·l·a·T (PaLM, Chowdhery et al. 2022, App. B), with P the
+  parameters actually multiplied (lm head included) and a = heads·head_dim; C = 6ND stays the
+  paper's bookkeeping for laws.
+- Training memory per device: fp32 weights, grads and two AdamW moments (16 bytes/param, sharded
+  over devices when a trial needs several), plus activations per sequence at the micro-batch
+  (the saved tensors of RMSNorm, q/k/v, SDPA output, SwiGLU and dropout masks per layer, no
+  attention matrix since SDPA recomputes it; logits in compute dtype plus an fp32 softmax and
+  gradient; after Korthikanti et al. 2022, "Reducing Activation Recomputation").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+from sweeper.presets import ModelSpec, num_params_actual, padded_vocab
+from sweeper.profile import Hardware
+
+USABLE_MEMORY = 0.9  # leave room for the allocator's fragmentation
+RUNTIME_OVERHEAD = {"cuda": 1_500_000_000, "cpu": 500_000_000}  # CUDA context / interpreter and torch
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Memory:
+    """Bytes on one device at the planned micro-batch."""
+
+    weights: int
+    grads: int
+    optimizer: int
+    activations: int
+    overhead: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.grads + self.optimizer + self.activations + self.overhead
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sizing:
+    micro_batch: int  # sequences per device per forward pass
+    grad_accum: int  # micro-batches per optimizer step on each device
+    devices: int  # devices one trial spans (data-parallel, sharded when static state needs it)
+    device_share: float  # fraction of one device a small trial takes when trials share
+    memory: Memory
+    fits: bool
+    resources: Mapping[str, float]  # Ray resources of the trial
+
+
+def flops_per_token(model: ModelSpec, vocab_size: int, seq_len: int) -> float:
+    """Training FLOPs per token, forward and backward (PaLM App. B): 6·P + 12·l·a·T."""
+    return 6.0 * num_params_actual(model, vocab_size) + 12.0 * model.layers * model.attention_width * seq_len
+
+
+def activation_bytes(model: ModelSpec, vocab_size: int, seq_len: int, precision: str) -> int:
+    """Saved activations of one sequence for the backward pass."""
+    elem = 2 if precision == "bf16" else 4
+    d, a, h_f = model.d_model, model.attention_width, model.h_f
+    per_layer_token = elem * (2 * d + 4 * a + 4 * h_f) + 8 * d + 2 * d  # + fp32 residual, dropout masks
+    logits_token = padded_vocab(vocab_size) * (elem + 4 + 4)
+    return seq_len * (model.layers * per_layer_token + logits_token + 4 * d)
+
+
+def size_trial(model: ModelSpec, *, vocab_size: int, seq_len: int, batch_sequences: int, precision: str,
+               hardware: Hardware) -> Sizing:
+    params = num_params_actual(model, vocab_size)
+    static = 16 * params
+    per_sequence = activation_bytes(model, vocab_size, seq_len, precision)
+    overhead = RUNTIME_OVERHEAD[hardware.accelerator]
+    usable = int(USABLE_MEMORY * hardware.memory_per_device)
+    cuda = hardware.accelerator == "cuda"
+
+    shares = 1
+    if cuda and params < hardware.share_below_params:
+        for k in range(hardware.max_trials_per_device, 1, -1):
+            if _micro_batch(usable // k - overhead, static, per_sequence, batch_sequences, hardware):
+                shares = k
+                break
+    devices, fits = 1, True
+    while True:
+        per_device_batch = batch_sequences // devices
+        budget = usable // shares - overhead
+        micro = _micro_batch(budget, static // devices, per_sequence, per_device_batch, hardware)
+        if micro and batch_sequences % devices == 0:
+            break
+        if not cuda or devices * 2 > hardware.total_devices or batch_sequences % (devices * 2):
+            fits, micro = False, 1
+            break
+        devices *= 2
+
+    per_device_batch = batch_sequences // devices
+    memory = Memory(weights=4 * params // devices, grads=4 * params // devices, optimizer=8 * params // devices,
+                    activations=micro * per_sequence, overhead=overhead)
+    if cuda:
+        resources = {"CPU": hardware.cpus_per_trial, "GPU": devices if shares == 1 else round(1 / shares, 4)}
+    else:
+        resources = {"CPU": hardware.cpus_per_trial}
+    return Sizing(micro_batch=micro, grad_accum=max(1, per_device_batch // micro), devices=devices,
+                  device_share=1.0 / shares, memory=memory, fits=fits, resources=MappingProxyType(resources))
+
+
+def _micro_batch(budget: int, static: int, per_sequence: int, per_device_batch: int, hardware: Hardware) -> int:
+    """The largest divisor of the per-device batch that fits `budget`, at most max_micro_batch; 0 if none."""
+    for micro in range(min(per_device_batch, hardware.max_micro_batch), 0, -1):
+        if per_device_batch % micro == 0 and static + micro * per_sequence <= budget:
+            return micro
+    return 0
+
+
+def estimate_device_seconds(*, train_tokens: int, eval_tokens: int, model: ModelSpec, vocab_size: int,
+                            seq_len: int, hardware: Hardware) -> float:
+    """Device-seconds: training (forward+backward) plus evaluation (forward only, a third as much)."""
+    per_token = flops_per_token(model, vocab_size, seq_len)
+    return (train_tokens * per_token + eval_tokens * per_token / 3) / hardware.effective_flops
+
+
+def wall_seconds(device_seconds: float, sizing: Sizing, hardware: Hardware) -> float:
+    """A trial spanning `devices` runs that much faster; one sharing a device runs that much slower.
+    On CPUs a trial's "devices" are its cores."""
+    span = sizing.devices * sizing.device_share
+    if hardware.accelerator == "cpu":
+        span = hardware.cpus_per_trial
+    return device_seconds / span
