@@ -10,10 +10,12 @@ about how or where it runs (resources, micro-batch, compile, device, tracking, p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import heapq
 import json
 import math
+import typing
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -111,7 +113,7 @@ def plan_sweep(spec: SweepSpec, profile: Profile) -> Plan:
 
 def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
     try:
-        train = dataclasses.replace(spec.train, **dict(point.settings))
+        train = dataclasses.replace(spec.train, **dict(point.settings)) if point.settings else spec.train
     except FieldError as error:
         raise point.origin.error(f"{error.message} (after this block's settings and overrides)") from None
     data, model, hardware = spec.data, spec.models[point.model], profile.hardware
@@ -145,6 +147,7 @@ def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def eval_steps(steps: int, points: int, spacing: str) -> tuple[int, ...]:
     """0 (the untrained model), then `points` evaluations spaced log or linear over 1..steps, ending at steps."""
     if spacing == "linear":
@@ -176,10 +179,27 @@ def trial_identity(*, family: str, model: ModelSpec, data: DataSpec, train: Trai
     return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
 
 
-def _what(value: Any) -> Any:
-    """Plain data of a config, with the how-not-what keys left out."""
-    if dataclasses.is_dataclass(value):
-        return {f.name: _what(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name not in HOW_KEYS}
-    if isinstance(value, (tuple, list)):
-        return [_what(v) for v in value]
-    return value
+@functools.lru_cache(maxsize=1024)
+def _what(config: Any) -> dict[str, Any]:
+    """Plain data of a config dataclass, how-not-what keys left out, numbers typed by their field
+    (a float field holding 1 is written 1.0). Equal configs therefore give equal text, which makes
+    caching by equality safe: a sweep's shared data and train blocks are converted once."""
+    hints = _float_fields(type(config))
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        if f.name in HOW_KEYS:
+            continue
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            value = _what(value)
+        elif f.name in hints:
+            value = tuple(float(v) for v in value) if isinstance(value, tuple) else \
+                (float(value) if isinstance(value, (int, float)) else value)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _float_fields(cls: type) -> frozenset[str]:
+    hints = typing.get_type_hints(cls)
+    return frozenset(name for name, hint in hints.items() if "float" in str(hint))

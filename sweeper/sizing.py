@@ -14,6 +14,7 @@ whether a trial fits and roughly how long it takes:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
@@ -65,6 +66,7 @@ def activation_bytes(model: ModelSpec, vocab_size: int, seq_len: int, precision:
     return seq_len * (model.layers * per_layer_token + logits_token + 4 * d)
 
 
+@functools.lru_cache(maxsize=4096)
 def size_trial(model: ModelSpec, *, vocab_size: int, seq_len: int, batch_sequences: int, precision: str,
                hardware: Hardware) -> Sizing:
     params = num_params_actual(model, vocab_size)

@@ -1,0 +1,125 @@
+"""The validate and plan commands as a user meets them: exit codes, output formats, speed of --help."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MINIMAL, SMOKE_SPEC
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+
+
+def test_validate_reports_the_trial_count(cli) -> None:
+    code, out, err = cli("validate", SMOKE_SPEC)
+    assert (code, err) == (0, "")
+    assert out.strip().endswith("valid, 2 trials (1 ar, 1 mdm) for profile local")
+
+
+def test_plan_json_has_the_documented_keys(cli) -> None:
+    code, out, _ = cli("plan", SMOKE_SPEC, "--format", "json")
+    assert code == 0
+    plan = json.loads(out)
+    trial = plan["trials"][0]
+    for key in ("id", "family", "model", "num_params", "unique_tokens", "epochs", "tokens", "steps", "flops",
+                "resources", "memory", "micro_batch", "eval_steps", "warmup_steps", "est_device_hours"):
+        assert key in trial, key
+    assert trial["tokens"] == 8000 and trial["steps"] == 63 and trial["resources"] == {"CPU": 1}
+    assert plan["totals"]["trials"] == 2 and plan["totals"]["per_family"] == {"ar": 1, "mdm": 1}
+    assert plan["totals"]["flops"] == sum(t["flops"] for t in plan["trials"])
+
+
+def test_plan_csv(cli) -> None:
+    code, out, _ = cli("plan", SMOKE_SPEC, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 2
+    assert {r["family"] for r in rows} == {"ar", "mdm"} and rows[0]["unique_tokens"] == "4000"
+
+
+def test_plan_table_shows_trials_and_totals(cli) -> None:
+    code, out, _ = cli("plan", REPO / "sweeps" / "grid.yaml", "--cluster", "--where", "model=140M",
+                       "--where", "unique_tokens=100M", "--where", "epochs=50")
+    assert code == 0
+    assert "grid: 2 trials of 200" in out
+    assert "4.35e18" in out and "9,537" in out
+    assert "2 trials (1 ar, 1 mdm)" in out and "40% MFU" in out
+
+
+@pytest.mark.parametrize("expr, count", [("family=ar", 100), ("family=ar,mdm", 200), ("epochs>=400", 60),
+                                         ("flops<1e17", 44), ("model!=7M", 180), ("unique_tokens=25M", 60)])
+def test_where_filters(cli, expr: str, count: int) -> None:
+    code, out, _ = cli("plan", REPO / "sweeps" / "grid.yaml", "--format", "json", "--where", expr)
+    assert code == 0 and len(json.loads(out)["trials"]) == count
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("family", "--where 'family': expected KEY=VALUE (or !=, >=, <=, >, <), e.g. family=ar"),
+    ("famly=ar", "--where 'famly=ar': unknown key 'famly'; did you mean 'family'?"),
+    ("epochs>lots", "--where 'epochs>lots': 'lots' is not a number"),
+])
+def test_bad_where_is_a_clear_error(cli, expr: str, message: str) -> None:
+    code, out, err = cli("plan", SMOKE_SPEC, "--where", expr)
+    assert (code, out) == (2, "") and err.strip() == f"error: {message}"
+
+
+def test_profile_errors(cli, write_spec, tmp_path) -> None:
+    path = write_spec(MINIMAL)
+    code, _, err = cli("plan", path, "--backend", tmp_path / "missing.yaml")
+    assert code == 2 and "file not found" in err and "missing.yaml" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "backends" / "local.yaml").read_text().replace("memory_per_device: 8GB", "memory_per_device: lots"))
+    code, _, err = cli("plan", path, "--backend", bad)
+    assert code == 2 and "bad.yaml:15 hardware.memory_per_device: expected a positive size in bytes (e.g. 80GB), got 'lots'" in err
+
+
+@pytest.mark.parametrize("spec", SWEEPS, ids=[p.name for p in SWEEPS])
+@pytest.mark.parametrize("profile", ["local", "cluster"])
+def test_every_shipped_spec_validates_and_plans(cli, spec: Path, profile: str) -> None:
+    flag = ["--cluster"] if profile == "cluster" else []
+    code, out, err = cli("plan", spec, "--format", "json", *flag)
+    assert (code, err) == (0, "")
+    plan = json.loads(out)
+    assert plan["totals"]["trials"] > 0 and plan["profile"] == profile
+    assert spec.read_text().startswith("#"), "every shipped spec opens with a comment: intent, command, arithmetic"
+
+
+def test_subprocess_error_has_no_traceback(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nname: x\ndata: [\n")
+    result = subprocess.run([sys.executable, "-m", "sweeper.cli", "validate", str(bad)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {bad}:4: invalid YAML:")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["plan", "--help"], ["validate", "--help"]])
+def test_help_is_instant_and_imports_nothing_heavy(args: list[str]) -> None:
+    probe = ("import sys, runpy; sys.argv = ['sweeper', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('sweeper.cli', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'numpy', 'datasets') if m in sys.modules))")
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "100"})
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("[]")
+    assert "usage: sweeper" in result.stdout
+    assert elapsed < 3.0
+
+
+def test_plan_imports_nothing_heavy() -> None:
+    probe = ("import sys\nfrom sweeper.cli import main\n"
+             f"main(['plan', {str(SMOKE_SPEC)!r}, '--format', 'json'])\n"
+             "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'numpy') if m in sys.modules), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr.strip() == "[]"

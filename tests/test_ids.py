@@ -1,0 +1,109 @@
+"""Trial ids: stable across formatting, units, key order and profiles; sensitive to what is trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import MINIMAL, SMOKE_SPEC
+from sweeper.plan import plan_sweep
+from sweeper.profile import load_profile
+from sweeper.spec import load_spec
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ids(path: Path, profile: str = "local") -> dict[str, str]:
+    plan = plan_sweep(load_spec(path), load_profile(REPO / "backends" / f"{profile}.yaml"))
+    return {t.name: t.id for t in plan.trials}
+
+
+def test_smoke_ids_are_pinned() -> None:
+    # These ids key dedupe and resume in every tracking store: changing them orphans finished trials.
+    assert ids(SMOKE_SPEC) == {"ar-smoke-1L-U4k-e2": "8d70023fe547", "mdm-smoke-1L-U4k-e2": "ceae355502b3"}
+
+
+def test_same_ids_under_every_profile() -> None:
+    for spec in ("sweeps/quickstart.yaml", "sweeps/grid.yaml", "tests/specs/smoke.yaml"):
+        assert ids(REPO / spec, "local") == ids(REPO / spec, "cluster")
+
+
+def test_units_formatting_and_key_order_do_not_change_ids(write_spec) -> None:
+    base = ids(write_spec(MINIMAL, "a.yaml"))
+    rewritten = """\
+    # the same sweep, written differently
+    name: t
+    version: 1
+    models:
+      tiny:
+        heads: 2
+        h_f: 64
+        layers: 1
+        d_model: 32
+    train: {batch_sequences: 8, lr_peak: 0.0002, lr_min: 2.0e-5, seed: 1234}
+    grid: {epochs: [1.0, 2], unique_tokens: 4000, model: [tiny], family: [ar, mdm]}
+    data:
+      validation_tokens: 1_024
+      seq_len: 16
+      tokenizer: {vocab_size: 65, kind: symbols}
+      train: {symbols: 64, kind: synthetic, states: 64}
+    """
+    assert ids(write_spec(rewritten, "b.yaml")) == base
+
+
+def test_how_settings_do_not_change_ids(write_spec) -> None:
+    base = ids(write_spec(MINIMAL, "a.yaml"))
+    how = MINIMAL.replace("batch_sequences: 8", "batch_sequences: 8\n  compile: false\n  checkpoint_every_minutes: 5")
+    assert ids(write_spec(how, "b.yaml")) == base
+
+
+def test_names_of_models_do_not_change_ids(write_spec) -> None:
+    base = ids(write_spec(MINIMAL, "a.yaml"))
+    renamed = MINIMAL.replace("tiny", "small")
+    assert set(ids(write_spec(renamed, "b.yaml")).values()) == set(base.values())
+
+
+def test_what_is_trained_changes_ids(write_spec) -> None:
+    base = set(ids(write_spec(MINIMAL, "a.yaml")).values())
+    changes = [
+        ("batch_sequences: 8", "batch_sequences: 8\n  lr_peak: 3e-4"),
+        ("batch_sequences: 8", "batch_sequences: 8\n  seed: 7"),
+        ("batch_sequences: 8", "batch_sequences: 8\n  precision: fp32"),
+        ("batch_sequences: 8", "batch_sequences: 8\n  mdm_eval_samples: 8"),
+        ("batch_sequences: 8", "batch_sequences: 16"),
+        ("seq_len: 16", "seq_len: 32"),
+        ("validation_tokens: 1024", "validation_tokens: 2048"),
+        ("symbols: 64}", "symbols: 64, seed: 3}"),
+        ("unique_tokens: 4k", "unique_tokens: 5k"),
+        ("d_model: 32", "d_model: 64"),
+    ]
+    for i, (old, new) in enumerate(changes):
+        changed = set(ids(write_spec(MINIMAL.replace(old, new), f"c{i}.yaml")).values())
+        assert changed.isdisjoint(base), new
+
+
+NUMBER_SPELLINGS = {
+    4000: ["4k", "4000", "4_000", "4.0k", "4e3", "0.004M"],
+    0.0002: ["2e-4", "0.0002", "2.0e-4", "0.2e-3", "200e-6"],
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    unique=st.sampled_from(NUMBER_SPELLINGS[4000]),
+    lr=st.sampled_from(NUMBER_SPELLINGS[0.0002]),
+    order=st.permutations(["batch_sequences: 8", "lr_peak: {lr}", "seed: 1234", "dropout: 0.1"]),
+    flow=st.booleans(),
+)
+def test_ids_are_invariant_to_spelling(tmp_path_factory, unique: str, lr: str, order: list[str], flow: bool) -> None:
+    folder = tmp_path_factory.mktemp("spelling")
+    reference = folder / "reference.yaml"
+    reference.write_text(MINIMAL)
+    items = [item.format(lr=lr) for item in order]
+    train = ("train: {" + ", ".join(items) + "}\n") if flow else "train:\n" + "".join(f"  {i}\n" for i in items)
+    text = MINIMAL.replace("train:\n  batch_sequences: 8\n", train).replace("unique_tokens: 4k", f"unique_tokens: {unique}")
+    variant = folder / "variant.yaml"
+    variant.write_text(text)
+    assert ids(variant) == ids(reference)
