@@ -17,7 +17,6 @@ from sweeper.console import UserError, fail
 # Modules that add subcommands; each exposes register(subparsers) and imports nothing heavy.
 COMMAND_MODULES = (
     "sweeper.commands.spec_commands",
-    "sweeper.fit.command",
 )
 
 
@@ -31,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sweeper {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as missing:
-            if missing.name != name:
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
