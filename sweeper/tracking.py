@@ -1,0 +1,240 @@
+"""MLflow as the system of record: one parent run per sweep, one child run per trial.
+
+A trial's run is found again by its `sweeper.trial_id` tag, so a resumed or retried trial keeps
+writing the same run. Curves use step = tokens seen. Points are buffered and sent with
+`log_batch`, together with a tag holding the last step written per metric, in one request: after
+a crash the tag and the curve agree, and a resumed trial drops every point at or before that step,
+so no step is ever logged twice. Only the driver writes (trials report to it), so a sqlite store
+never sees two writers. MLflow is imported inside this module's functions only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweeper.console import UserError
+
+TAG_KIND = "sweeper.kind"  # "sweep" (parent) or "trial" (child)
+TAG_SWEEP = "sweeper.sweep"
+TAG_TRIAL = "sweeper.trial_id"
+TAG_LAST_STEPS = "sweeper.last_steps"  # {"val/loss": 123456, ...}
+TAG_FAILURE = "sweeper.failure"
+TAG_PARENT = "mlflow.parentRunId"
+FLUSH_POINTS = 500  # below log_batch's 1000-metric limit
+FLUSH_SECONDS = 10.0
+FINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrialRecord:
+    """What the store holds for one trial."""
+
+    trial_id: str
+    run_id: str
+    status: str  # RUNNING, FINISHED, FAILED, KILLED
+    tags: Mapping[str, str]
+    metrics: Mapping[str, float]  # latest value of each metric
+    last_steps: Mapping[str, int]
+
+    @property
+    def failure(self) -> str | None:
+        return self.tags.get(TAG_FAILURE)
+
+
+def check_reachable(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
+    """Fail fast with one sentence when the tracking store cannot be used (preflight)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        url = tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (user's own server)
+                if response.status != 200:
+                    raise UserError(f"MLflow at {tracking_uri} answered {response.status} on /health")
+        except urllib.error.HTTPError as error:
+            raise UserError(f"MLflow at {tracking_uri} answered {error.code} on /health") from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise UserError(f"MLflow at {tracking_uri} is unreachable ({reason})") from None
+    elif tracking_uri.startswith("sqlite:///"):
+        folder = Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
+        if not folder.is_dir():
+            raise UserError(f"MLflow store {tracking_uri}: folder {folder} does not exist")
+    elif tracking_uri.startswith(("file:", "/", ".")) or "://" not in tracking_uri:
+        raise UserError(f"MLflow tracking URI {tracking_uri!r}: use sqlite:///FILE.db or an http(s) server "
+                        "(MLflow 3 no longer accepts a ./mlruns file store)")
+
+
+class Tracking:
+    """One experiment of one tracking store."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def trial_records(self, trial_ids: Iterable[str] | None = None) -> dict[str, TrialRecord]:
+        """Every trial run of the experiment (or of `trial_ids`). Where a trial has several runs,
+        a FINISHED one wins, then the most recent."""
+        wanted = set(trial_ids) if trial_ids is not None else None
+        records: dict[str, tuple[int, TrialRecord]] = {}
+        for run in self._search(f"tags.`{TAG_KIND}` = 'trial'"):
+            trial_id = run.data.tags.get(TAG_TRIAL, "")
+            if wanted is not None and trial_id not in wanted:
+                continue
+            record = _record(run)
+            rank = (record.status == "FINISHED", run.info.start_time or 0)
+            if trial_id not in records or rank > records[trial_id][0]:  # type: ignore[operator]
+                records[trial_id] = (rank, record)  # type: ignore[assignment]
+        return {trial_id: record for trial_id, (_, record) in records.items()}
+
+    def finished_ids(self) -> set[str]:
+        return {t for t, r in self.trial_records().items() if r.status == "FINISHED"}
+
+    def _search(self, filter_string: str) -> Iterable[Any]:
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000,
+                                           page_token=token)
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def sweep_run(self, sweep: str, *, spec_texts: Mapping[str, str], plan: Mapping[str, Any]) -> str:
+        """The sweep's parent run (reused when the sweep runs again), with the spec files and the
+        resolved plan as artifacts."""
+        existing = list(self._search(f"tags.`{TAG_KIND}` = 'sweep' and tags.`{TAG_SWEEP}` = '{sweep}'"))
+        if existing:
+            run_id = existing[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=f"sweep {sweep}",
+                                         tags={TAG_KIND: "sweep", TAG_SWEEP: sweep, **provenance()})
+            run_id = run.info.run_id
+        for name, text in spec_texts.items():
+            self.client.log_text(run_id, text, f"spec/{Path(name).name}")
+        self.client.log_text(run_id, json.dumps(plan, indent=2), "plan.json")
+        return run_id
+
+    def open_trial(self, *, trial_id: str, run_name: str, parent_run_id: str, tags: Mapping[str, Any],
+                   params: Mapping[str, Any]) -> TrialLog:
+        """The trial's run: the existing one (continued, RUNNING again) or a new child of the sweep."""
+        existing = self.trial_records([trial_id]).get(trial_id)
+        if existing is not None:
+            self.client.update_run(existing.run_id, status="RUNNING")
+            return TrialLog(self.client, existing.run_id, dict(existing.last_steps))
+        all_tags = {TAG_KIND: "trial", TAG_TRIAL: trial_id, TAG_PARENT: parent_run_id,
+                    **{k: str(v) for k, v in tags.items()}}
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        _log_params(self.client, run.info.run_id, params)
+        return TrialLog(self.client, run.info.run_id, {})
+
+    def finish_sweep(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+
+class TrialLog:
+    """Buffered, resume-safe writing of one trial's curves."""
+
+    def __init__(self, client: Any, run_id: str, last_steps: dict[str, int]):
+        self.client, self.run_id = client, run_id
+        self.last_steps = last_steps
+        self.buffer: list[Any] = []
+        self.flushed_at = time.monotonic()
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if step <= self.last_steps.get(key, -1):
+                continue  # already written before a crash or a retry
+            self.buffer.append(Metric(key=key, value=float(value), timestamp=now_ms, step=int(step)))
+            self.last_steps[key] = int(step)
+        if len(self.buffer) >= FLUSH_POINTS or time.monotonic() - self.flushed_at > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        from mlflow.entities import RunTag
+
+        if self.buffer:
+            steps = RunTag(TAG_LAST_STEPS, json.dumps(self.last_steps, sort_keys=True))
+            self.client.log_batch(self.run_id, metrics=self.buffer, tags=[steps])
+            self.buffer = []
+        self.flushed_at = time.monotonic()
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"status must be one of {FINAL_STATUSES}, got {status}")
+        self.flush()
+        if reason:
+            self.set_tags({TAG_FAILURE: reason[:5000]})
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _record(run: Any) -> TrialRecord:
+    tags = dict(run.data.tags)
+    return TrialRecord(trial_id=tags.get(TAG_TRIAL, ""), run_id=run.info.run_id, status=run.info.status,
+                       tags=tags, metrics=dict(run.data.metrics),
+                       last_steps={k: int(v) for k, v in json.loads(tags.get(TAG_LAST_STEPS, "{}")).items()})
+
+
+def _log_params(client: Any, run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # log_batch takes at most 100 params
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A config as flat `a.b.c` keys, for MLflow params."""
+    if dataclasses.is_dataclass(value):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, child in value.items():
+            out.update(flatten(child, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, tuple):
+        value = list(value)
+    return {prefix: value}
+
+
+def provenance() -> dict[str, str]:
+    """Versions and the source commit, so a curve can be traced to the code that made it."""
+    tags = {}
+    for package in ("sweeper", "torch", "ray", "mlflow"):
+        try:
+            tags[f"sweeper.version.{package}"] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent)
+        if commit.returncode == 0:
+            tags["sweeper.git_commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return tags

@@ -1,0 +1,93 @@
+"""MLflow tracking against a real sqlite store and a real MLflow server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from servers import free_port, mlflow_server
+from sweeper.console import UserError
+from sweeper.tracking import TAG_PARENT, TAG_TRIAL, Tracking, check_reachable, flatten
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory) -> str:
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as url:
+        yield url
+
+
+def open_smoke_trial(tracking: Tracking, parent: str, trial_id: str = "abc123def456"):
+    return tracking.open_trial(trial_id=trial_id, run_name="ar-tiny-U4k-e2", parent_run_id=parent,
+                               tags={"family": "ar", "unique_tokens": 4000}, params={"train.lr_peak": 2e-4})
+
+
+def curve(tracking: Tracking, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in tracking.client.get_metric_history(run_id, key)]
+
+
+def exercise_store(uri: str) -> None:
+    tracking = Tracking(uri, "exp")
+    parent = tracking.sweep_run("smoke", spec_texts={"tests/specs/smoke.yaml": "version: 1\n"}, plan={"trials": []})
+    assert tracking.sweep_run("smoke", spec_texts={}, plan={}) == parent  # a rerun reuses the parent
+
+    log = open_smoke_trial(tracking, parent)
+    log.log({"val/loss": 4.2}, step=0)
+    for step in (128, 256, 384):
+        log.log({"train/loss": 4.0 - step / 1000, "lr": 1e-3}, step=step)
+    log.flush()
+    # The process dies here; a retry reopens the same run and replays from a checkpoint at 256.
+    retry = open_smoke_trial(tracking, parent)
+    assert retry.run_id == log.run_id
+    for step in (256, 384, 512):
+        retry.log({"train/loss": 4.0 - step / 1000}, step=step)
+    retry.log({"val/loss": 3.1, "final/val_loss": 3.1}, step=512)
+    retry.finish("FINISHED")
+
+    assert [s for s, _ in curve(tracking, log.run_id, "train/loss")] == [128, 256, 384, 512]
+    assert curve(tracking, log.run_id, "val/loss") == [(0, 4.2), (512, 3.1)]
+    record = tracking.trial_records()["abc123def456"]
+    assert record.status == "FINISHED" and record.metrics["final/val_loss"] == 3.1
+    assert record.tags[TAG_PARENT] == parent and record.tags[TAG_TRIAL] == "abc123def456"
+    assert record.tags["unique_tokens"] == "4000"
+    assert tracking.finished_ids() == {"abc123def456"}
+
+    failed = open_smoke_trial(tracking, parent, trial_id="fff000fff000")
+    failed.finish("FAILED", "non-finite loss at step 12: nan")
+    records = tracking.trial_records()
+    assert records["fff000fff000"].status == "FAILED"
+    assert records["fff000fff000"].failure == "non-finite loss at step 12: nan"
+
+
+def test_sqlite_store(tmp_path: Path) -> None:
+    exercise_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.mark.slow
+def test_server_store(server_url: str) -> None:
+    check_reachable(server_url)
+    exercise_store(server_url)
+
+
+def test_unreachable_server_is_a_clear_error_within_seconds() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=rf"^MLflow at {url} is unreachable \("):
+        check_reachable(url)
+    assert time.perf_counter() - start < 6
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("sqlite:////nonexistent/folder/mlflow.db", "MLflow store sqlite:////nonexistent/folder/mlflow.db: folder /nonexistent/folder does not exist"),
+    ("./mlruns", "MLflow tracking URI './mlruns': use sqlite:///FILE.db or an http(s) server (MLflow 3 no longer accepts a ./mlruns file store)"),
+])
+def test_bad_store_uris(uri: str, message: str) -> None:
+    with pytest.raises(UserError) as error:
+        check_reachable(uri)
+    assert str(error.value) == message
+
+
+def test_flatten() -> None:
+    assert flatten({"train": {"betas": (0.9, 0.95), "lr": 1e-3}, "family": "ar"}) == {
+        "train.betas": [0.9, 0.95], "train.lr": 1e-3, "family": "ar"}
