@@ -82,7 +82,8 @@ class Tracking:
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.client = MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=_artifact_location(tracking_uri))
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -191,6 +192,14 @@ class TrialLog:
         if reason:
             self.set_tags({TAG_FAILURE: reason[:5000]})
         self.client.set_terminated(self.run_id, status=status)
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """Beside a sqlite store, not in ./mlruns of whatever folder the command ran in; a server decides
+    for itself."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return None
 
 
 def _record(run: Any) -> TrialRecord:
