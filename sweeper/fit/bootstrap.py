@@ -1,0 +1,86 @@
+"""Uncertainty of a fit: the seeded bootstrap over configurations and cross-validated R².
+
+Both take any refit function of a weight vector (row multiplicities), so they know nothing of
+the law being fitted. The bootstrap resamples configurations (seeds already averaged) with
+replacement within strata: single-epoch and repeated rows are resampled separately, so every
+resample keeps the mix the two-step procedure needs (Efron & Tibshirani 1993, sec. 6.4 on
+stratified resampling). Intervals are percentile intervals of the refitted values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sweeper.fit.fitter import single_threaded_blas
+
+Refit = Callable[[np.ndarray], np.ndarray]  # weights per row -> parameter vector
+Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (vector, row indices) -> predicted loss
+
+
+def resample_weights(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicities of one stratified bootstrap resample: each stratum keeps its size."""
+    weights = np.zeros(len(strata))
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        weights[members] = rng.multinomial(len(members), np.full(len(members), 1.0 / len(members)))
+    return weights
+
+
+def bootstrap(refit: Refit, strata: np.ndarray, resamples: int, seed: int,
+              num_parameters: int) -> np.ndarray:
+    """(resamples, num_parameters) refitted vectors."""
+    rng = np.random.default_rng(seed)
+    draws = np.empty((resamples, num_parameters))
+    with single_threaded_blas():
+        for i in range(resamples):
+            weights = resample_weights(strata, rng)
+            with np.errstate(all="ignore"):
+                draws[i] = refit(weights)
+    return draws
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Interval:
+    lo: float
+    hi: float
+
+
+def percentile_interval(draws: np.ndarray, confidence: float) -> Interval | None:
+    """The central `confidence` interval of finite draws; None when there are fewer than 10."""
+    finite = draws[np.isfinite(draws)]
+    if len(finite) < 10:
+        return None
+    tail = 0.5 * (1.0 - confidence)
+    lo, hi = np.quantile(finite, [tail, 1.0 - tail])
+    return Interval(lo=float(lo), hi=float(hi))
+
+
+def r_squared(observed: np.ndarray, predicted: np.ndarray) -> float | None:
+    """1 − SS_res/SS_tot on the loss itself (nats), the R² PAPER.md reports."""
+    spread = ((observed - observed.mean()) ** 2).sum()
+    if len(observed) < 2 or spread == 0:
+        return None
+    return float(1.0 - ((observed - predicted) ** 2).sum() / spread)
+
+
+def cross_validated_predictions(refit: Refit, predict: Predict, num_rows: int, folds: int,
+                                seed: int) -> np.ndarray:
+    """Each row's loss predicted by a fit that did not see it.
+
+    folds = 0 is leave-one-out; otherwise rows are shuffled (seeded) into `folds` folds.
+    """
+    if folds == 0 or folds >= num_rows:
+        assignment = np.arange(num_rows)
+    else:
+        assignment = np.random.default_rng(seed).permutation(num_rows) % folds
+    predicted = np.full(num_rows, np.nan)
+    for fold in np.unique(assignment):
+        held_out = np.flatnonzero(assignment == fold)
+        weights = np.ones(num_rows)
+        weights[held_out] = 0.0
+        with np.errstate(all="ignore"):
+            predicted[held_out] = predict(refit(weights), held_out)
+    return predicted

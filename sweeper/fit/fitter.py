@@ -1,0 +1,370 @@
+"""The two-step fit of PAPER.md's data-constrained law (Muennighoff et al. 2023, sec. 3 and App. C).
+
+Objective (Hoffmann et al. 2022, App. D.2; kept by Muennighoff et al.): minimise
+Σ_i w_i·Huber_δ(log L̂_i − log L_i), δ = 1e-3, with log L̂ = logsumexp(a − α log N', b − β log D', e)
+and A = e^a, B = e^b, E = e^e, by L-BFGS from a grid of starting points, keeping the best.
+Step 1 fits E, A, B, α, β on single-epoch rows (N' = N, D' = D there); step 2 fits R*_D, R*_N on
+all rows with the step-1 values frozen. Fitting in log R* keeps both positive and makes their
+wide range (1 … 10⁵ epochs) one scale for the optimizer.
+
+Weights are row multiplicities: a bootstrap resample or a cross-validation fold is a weight
+vector, so neither copies the data. Values travel as one vector in the order of
+`laws.PARAMETER_NAMES`, natural units; NaN marks a parameter that was not fitted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+from sweeper.fit import laws
+from sweeper.fit.laws import PARAMETER_NAMES, STEP1_NAMES, STEP2_NAMES, ChinchillaLaw
+from sweeper.fit.table import Observations
+
+HUBER_DELTA = 1e-3  # Hoffmann et al. 2022, App. D.2
+
+# Internal coordinates: log for the positive scale parameters, plain for the exponents.
+_LOG_SCALED = frozenset({"E", "A", "B", "R_D_star", "R_N_star"})
+_BOUNDS = {  # internal units; wide enough for every published fit, tight enough to stay finite
+    "E": (math.log(1e-3), math.log(1e2)),
+    "A": (-10.0, 80.0),
+    "B": (-10.0, 80.0),
+    "alpha": (0.01, 3.0),
+    "beta": (0.01, 3.0),
+    "R_D_star": (math.log(1e-2), math.log(1e7)),
+    "R_N_star": (math.log(1e-2), math.log(1e7)),
+}
+# Starting grid after the datablations notebook (e, a, b over a coarse lattice, exponents < 2).
+_STEP1_GRID = {
+    "E": (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5),
+    "A": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+    "B": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+    "alpha": (0.1, 0.25, 0.4, 0.6, 0.9, 1.3),
+    "beta": (0.1, 0.25, 0.4, 0.6, 0.9, 1.3),
+}
+_STEP2_GRID = tuple(math.log(v) for v in (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3,
+                                          1e4, 1e5))
+_LBFGS_STARTS = 8  # the best grid points each get a full L-BFGS run
+_LBFGS_OPTIONS = {"maxiter": 3000, "ftol": 1e-13, "gtol": 1e-10}
+
+
+def at_upper_bound(name: str, value: float) -> bool:
+    """Whether an estimate that sits on a search bound sits on the upper one."""
+    lo, hi = _BOUNDS[name]
+    return to_internal(name, value) > 0.5 * (lo + hi)
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run the block with one BLAS thread.
+
+    scipy's L-BFGS-B calls BLAS/LAPACK on 5×5-sized arrays every iteration; a threaded BLAS
+    wakes its pool for each call, and on a busy machine the idle threads spin: measured 6×
+    slower on two shared cores. threadpoolctl sets the limit at run time.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def to_internal(name: str, value: float) -> float:
+    return math.log(value) if name in _LOG_SCALED else value
+
+
+def to_natural(name: str, value: float) -> float:
+    return math.exp(value) if name in _LOG_SCALED else value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FitPlan:
+    """What one family's fit estimates, holds fixed, and skips (decided by `analysis`)."""
+
+    fixed: tuple[tuple[str, float], ...] = ()  # natural units, JSON names
+    tie_exponents: bool = False
+    step1_free: tuple[str, ...] = STEP1_NAMES  # empty: every step-1 value is fixed
+    step2_free: tuple[str, ...] = STEP2_NAMES  # empty: step 2 does not run
+
+    @property
+    def fixed_values(self) -> Mapping[str, float]:
+        return dict(self.fixed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Maps the optimizer's free vector onto a step's full internal vector (ties, fixes)."""
+
+    names: tuple[str, ...]
+    offset: np.ndarray  # fixed internal values, zeros where free
+    matrix: np.ndarray  # (len(names), n_free) of 0/1: which free coordinate feeds which name
+    bounds: tuple[tuple[float, float], ...]
+
+    def full(self, free: np.ndarray) -> np.ndarray:
+        # Indexing, not a matrix product: a product of this size wakes BLAS threads, which
+        # then spin on a busy machine for no gain.
+        return self.offset + free[..., self.matrix.argmax(axis=1)] * self.matrix.any(axis=1)
+
+    def free_from_full(self, full: np.ndarray) -> np.ndarray:
+        """The free coordinates of full vectors (..., len(names)); a tie reads α's entry."""
+        return full[..., self.matrix.argmax(axis=0)]
+
+
+def _layout(names: tuple[str, ...], free: tuple[str, ...], values: Mapping[str, float],
+            tie: bool) -> _Layout:
+    offset = np.array([0.0 if name in free else to_internal(name, values[name]) for name in names])
+    columns: list[np.ndarray] = []
+    bounds: list[tuple[float, float]] = []
+    for name in free:
+        if tie and name == "beta" and "alpha" in free:
+            continue  # β rides on α's column
+        column = np.zeros(len(names))
+        column[names.index(name)] = 1.0
+        if tie and name == "alpha" and "beta" in free:
+            column[names.index("beta")] = 1.0
+        columns.append(column)
+        bounds.append(_BOUNDS[name])
+    matrix = np.stack(columns, axis=1) if columns else np.zeros((len(names), 0))
+    return _Layout(names=names, offset=offset, matrix=matrix, bounds=tuple(bounds))
+
+
+def _huber(residual: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean of Huber_δ(r)/δ and its derivative per row.
+
+    Dividing by δ and by the total weight changes no minimiser but puts the objective near
+    mean |r|, a scale on which L-BFGS's default-style tolerances behave.
+    """
+    size = np.abs(residual)
+    value = np.where(size <= HUBER_DELTA, 0.5 * residual**2 / HUBER_DELTA, size - 0.5 * HUBER_DELTA)
+    total = weights.sum()
+    slope = np.clip(residual, -HUBER_DELTA, HUBER_DELTA) / HUBER_DELTA * weights / total
+    return (value * weights).sum(axis=-1) / total, slope
+
+
+def _logsumexp3(t1: np.ndarray, t2: np.ndarray, t3: np.ndarray) -> tuple[np.ndarray, ...]:
+    """log(e^t1 + e^t2 + e^t3) and the softmax weights of the three terms."""
+    peak = np.maximum(np.maximum(t1, t2), t3)
+    p1, p2, p3 = np.exp(t1 - peak), np.exp(t2 - peak), np.exp(t3 - peak)
+    total = p1 + p2 + p3
+    return peak + np.log(total), p1 / total, p2 / total, p3 / total
+
+
+# ----- step 1: Chinchilla law on single-epoch rows ------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Step1Data:
+    log_params: np.ndarray
+    log_tokens: np.ndarray
+    log_loss: np.ndarray
+
+
+def _step1_value(theta: np.ndarray, data: _Step1Data, weights: np.ndarray) -> np.ndarray:
+    """Objective for a stack of internal vectors theta (..., 5): used to rank the start grid."""
+    e, a, b, alpha, beta = (theta[..., i, None] for i in range(5))
+    prediction = _logsumexp3(a - alpha * data.log_params, b - beta * data.log_tokens,
+                             np.broadcast_to(e, np.broadcast_shapes(e.shape, a.shape)))[0]
+    return _huber(prediction - data.log_loss, weights)[0]
+
+
+def _step1_value_and_grad(theta: np.ndarray, data: _Step1Data,
+                          weights: np.ndarray) -> tuple[float, np.ndarray]:
+    e, a, b, alpha, beta = theta
+    log_n, log_d = data.log_params, data.log_tokens
+    prediction, p1, p2, p3 = _logsumexp3(a - alpha * log_n, b - beta * log_d,
+                                         np.full_like(log_n, e))
+    value, slope = _huber(prediction - data.log_loss, weights)
+    grad = np.array([(slope * p3).sum(), (slope * p1).sum(), (slope * p2).sum(),
+                     -(slope * p1 * log_n).sum(), -(slope * p2 * log_d).sum()])
+    return float(value), grad
+
+
+# ----- step 2: R*_D, R*_N on all rows with the step-1 law frozen -----------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Step2Data:
+    base: ChinchillaLaw
+    data_unique: np.ndarray  # U_D
+    repeats: np.ndarray  # R_D
+    param_unique: np.ndarray  # U_N
+    param_repeats: np.ndarray  # R_N
+    log_loss: np.ndarray
+
+
+def _step2_data(base: ChinchillaLaw, observations: Observations) -> _Step2Data:
+    data_unique = observations.data_unique_tokens
+    param_unique, param_repeats = laws.excess_params_split(
+        base, observations.num_params, observations.tokens, observations.unique_tokens)
+    return _Step2Data(base=base, data_unique=data_unique,
+                      repeats=observations.tokens / data_unique - 1.0,
+                      param_unique=param_unique, param_repeats=param_repeats,
+                      log_loss=np.log(observations.loss))
+
+
+def _effective(unique: np.ndarray, repeats: np.ndarray,
+               log_decay: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log of U·(1 + R*(1 − e^(−R/R*))) [Muennighoff eqs. 5-6] and its derivative in log R*."""
+    # An unfitted R* is ∞; e^50 ≈ 5e21 epochs behaves the same and keeps the arithmetic finite.
+    decay = np.exp(np.minimum(log_decay, 50.0))
+    ratio = repeats / decay
+    decayed = np.exp(-ratio)
+    saturating = -decay * np.expm1(-ratio)
+    effective = unique * (1.0 + saturating)
+    d_saturating = decay * (-np.expm1(-ratio) - ratio * decayed)  # d/d(log R*)
+    return np.log(effective), unique * d_saturating / effective
+
+
+def _step2_terms(theta: np.ndarray, data: _Step2Data) -> tuple[np.ndarray, ...]:
+    base = data.base
+    log_n, dlog_n = _effective(data.param_unique, data.param_repeats, theta[..., 1, None])
+    log_d, dlog_d = _effective(data.data_unique, data.repeats, theta[..., 0, None])
+    prediction, p1, p2, _ = _logsumexp3(math.log(base.A) - base.alpha * log_n,
+                                        math.log(base.B) - base.beta * log_d,
+                                        np.full(np.broadcast_shapes(log_n.shape, log_d.shape),
+                                                math.log(base.E)))
+    return prediction, p1, p2, dlog_n, dlog_d
+
+
+def _step2_value(theta: np.ndarray, data: _Step2Data, weights: np.ndarray) -> np.ndarray:
+    return _huber(_step2_terms(theta, data)[0] - data.log_loss, weights)[0]
+
+
+def _step2_value_and_grad(theta: np.ndarray, data: _Step2Data,
+                          weights: np.ndarray) -> tuple[float, np.ndarray]:
+    prediction, p1, p2, dlog_n, dlog_d = _step2_terms(theta, data)
+    value, slope = _huber(prediction - data.log_loss, weights)
+    grad = np.array([-(slope * p2 * data.base.beta * dlog_d).sum(),
+                     -(slope * p1 * data.base.alpha * dlog_n).sum()])
+    return float(value), grad
+
+
+# ----- the optimizer --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFit:
+    values: dict[str, float]  # natural units, fixed ones included
+    objective: float
+    at_bound: tuple[str, ...]  # free parameters whose estimate sits on a search bound
+
+
+def _minimise(layout: _Layout, value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+              starts: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    best_x, best_f = starts[0], math.inf
+    for start in starts:
+        def objective(free: np.ndarray) -> tuple[float, np.ndarray]:
+            value, grad = value_and_grad(layout.full(free))
+            return value, grad @ layout.matrix
+        result = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=layout.bounds,
+                          options=_LBFGS_OPTIONS)
+        if result.fun < best_f:
+            best_x, best_f = result.x, float(result.fun)
+    return best_x, best_f
+
+
+def _grid_starts(layout: _Layout, grid: list[tuple[float, ...]],
+                 value: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+    """The best few points of the grid (projected onto the free coordinates) by objective."""
+    free_points = np.unique(layout.free_from_full(np.array(grid)), axis=0)
+    free_points = np.clip(free_points, [lo for lo, _ in layout.bounds],
+                          [hi for _, hi in layout.bounds])
+    scores = value(layout.full(free_points))
+    order = np.argsort(scores)[:_LBFGS_STARTS]
+    return [free_points[i] for i in order]
+
+
+def _finish(layout: _Layout, free: np.ndarray, objective: float) -> StepFit:
+    full = layout.full(free)
+    values = {name: to_natural(name, float(v)) for name, v in zip(layout.names, full, strict=True)}
+    columns = zip(layout.matrix.T, free, layout.bounds, strict=True)
+    at_bound = [name for column, value, (lo, hi) in columns if min(value - lo, hi - value) < 1e-4
+                for name, used in zip(layout.names, column, strict=True) if used]
+    return StepFit(values=values, objective=objective, at_bound=tuple(at_bound))
+
+
+def fit_step1(observations: Observations, plan: FitPlan, weights: np.ndarray | None = None,
+              start: Mapping[str, float] | None = None) -> StepFit:
+    """Fit E, A, B, α, β on single-epoch rows.
+
+    `start` (natural values) replaces the start grid by one warm L-BFGS run, as the bootstrap
+    and the cross-validation do from the point estimate.
+    """
+    values = {**(start or {}), **plan.fixed_values}
+    layout = _layout(STEP1_NAMES, plan.step1_free, values, plan.tie_exponents)
+    data = _Step1Data(np.log(observations.num_params), np.log(observations.tokens),
+                      np.log(observations.loss))
+    w = np.ones(len(observations)) if weights is None else weights
+    if not plan.step1_free:
+        return StepFit(values={name: plan.fixed_values[name] for name in STEP1_NAMES},
+                       objective=math.nan, at_bound=())
+    if start is not None:
+        full = np.array([to_internal(name, start[name]) for name in STEP1_NAMES])
+        starts = [layout.free_from_full(full)]
+    else:
+        grid = list(itertools.product(*(_STEP1_GRID[name] for name in STEP1_NAMES)))
+        starts = _grid_starts(layout, grid, lambda theta: _step1_value(theta, data, w))
+    with single_threaded_blas() if start is None else nullcontext():  # worth it for 8 runs
+        x, objective = _minimise(layout, lambda theta: _step1_value_and_grad(theta, data, w),
+                                 starts)
+    return _finish(layout, x, objective)
+
+
+def fit_step2(observations: Observations, base: ChinchillaLaw, plan: FitPlan,
+              weights: np.ndarray | None = None,
+              start: Mapping[str, float] | None = None) -> StepFit:
+    """Fit R*_D, R*_N on all rows with the step-1 law `base` frozen.
+
+    A step-2 parameter neither fitted nor fixed has no effect on these rows (`analysis` checks
+    that before leaving it out); it stays ∞, "counts in full".
+    """
+    free = plan.step2_free
+    values = {name: plan.fixed_values.get(name, math.inf) for name in STEP2_NAMES}
+    layout = _layout(STEP2_NAMES, free, values, tie=False)
+    data = _step2_data(base, observations)
+    w = np.ones(len(observations)) if weights is None else weights
+    if not free:
+        return StepFit(values=values, objective=math.nan, at_bound=())
+    if start is not None:
+        starts = [np.array([to_internal(name, start[name]) for name in free])]
+    else:
+        grid = list(itertools.product(_STEP2_GRID, _STEP2_GRID))
+        starts = _grid_starts(layout, grid, lambda theta: _step2_value(theta, data, w))
+    with single_threaded_blas() if start is None else nullcontext():
+        x, objective = _minimise(layout, lambda theta: _step2_value_and_grad(theta, data, w),
+                                 starts)
+    return _finish(layout, x, objective)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TwoStepFit:
+    vector: np.ndarray  # natural values in PARAMETER_NAMES order; NaN: R* not fitted nor fixed
+    at_bound: tuple[str, ...]  # estimates that sit on a search bound (not identified)
+
+
+def law_from_vector(vector: np.ndarray) -> laws.DataConstrainedLaw:
+    """The law of a parameter vector; an unfitted R* (NaN) counts repeats in full (∞)."""
+    values = dict(zip(PARAMETER_NAMES, (float(v) for v in vector), strict=True))
+    base = ChinchillaLaw(**{name: values[name] for name in STEP1_NAMES})
+    return laws.DataConstrainedLaw(
+        base=base, **{name: math.inf if math.isnan(values[name]) else values[name]
+                      for name in STEP2_NAMES})
+
+
+def fit_two_step(observations: Observations, plan: FitPlan, weights: np.ndarray | None = None,
+                 start: np.ndarray | None = None) -> TwoStepFit:
+    """Step 1 on the single-epoch rows, then step 2 on all rows with step 1 frozen.
+
+    `start`, an earlier vector, replaces each step's start grid by one warm L-BFGS run.
+    """
+    w = np.ones(len(observations)) if weights is None else weights
+    single = observations.single_epoch
+    warm = None if start is None else dict(zip(PARAMETER_NAMES, start.tolist(), strict=True))
+    step1 = fit_step1(observations.select(single), plan, w[single], warm)
+    step2 = fit_step2(observations, ChinchillaLaw(**step1.values), plan, w, warm)
+    vector = np.array([step1.values[name] for name in STEP1_NAMES]
+                      + [step2.values[name] if name in plan.step2_free
+                         or name in plan.fixed_values else math.nan for name in STEP2_NAMES])
+    return TwoStepFit(vector=vector, at_bound=step1.at_bound + step2.at_bound)

@@ -1,0 +1,159 @@
+"""Where masked diffusion overtakes autoregression: ΔL(C, U) and the critical compute C_crit(U).
+
+PAPER.md: ΔL(C, U) = L_mdm − L_ar, each the best loss over model size and epochs at compute
+C = 6ND with U unique tokens; C_crit(U) solves ΔL = 0 (AR ahead below it, MDM above); a
+log-log line over U gives C_crit = coefficient · U^exponent (the paper: 191.6 · U^2.174,
+U in tokens). Both the fitted laws and the observed runs give a frontier; this module computes
+both and leaves the choosing to `analysis`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import brentq
+
+from sweeper.fit import laws
+
+# Search ranges, log10 units. Parameters from 1e3 to 1e15 cover any model anyone trains; the
+# compute range reaches well past today's largest runs, so a crossing far out is still found
+# (and reported as extrapolated).
+_LOG10_PARAMS = np.linspace(3.0, 15.0, 241)
+_LOG10_FLOPS = np.arange(8.0, 30.0 + 1e-9, 0.1)
+
+
+def best_loss(law: laws.DataConstrainedLaw, flops: np.ndarray | float,
+              unique_tokens: float) -> tuple[np.ndarray, np.ndarray]:
+    """(min over N of L(N, C/(6N), U), the minimising N) at each compute C.
+
+    Epochs follow from N at fixed C (D = C/6N, epochs = D/U), so minimising over N is minimising
+    over model size and epochs together. A grid in log N brackets the minimum and a parabola
+    through the three grid points around it refines it.
+    """
+    log_flops = np.log10(np.atleast_1d(np.asarray(flops, dtype=float)))
+    log_params = _LOG10_PARAMS[None, :]
+    params = 10.0**log_params
+    tokens = 10.0 ** (log_flops[:, None] - log_params) / 6.0
+    loss = laws.data_constrained_loss(law, params, tokens, unique_tokens)
+    i = np.clip(np.argmin(loss, axis=1), 1, len(_LOG10_PARAMS) - 2)
+    rows = np.arange(len(log_flops))
+    left, mid, right = loss[rows, i - 1], loss[rows, i], loss[rows, i + 1]
+    curvature = left - 2.0 * mid + right
+    step = _LOG10_PARAMS[1] - _LOG10_PARAMS[0]
+    shift = np.where(curvature > 0, 0.5 * (left - right) / np.where(curvature > 0, curvature, 1.0),
+                     0.0)
+    shift = np.clip(shift, -1.0, 1.0)
+    best_log_params = _LOG10_PARAMS[i] + shift * step
+    best = mid - 0.25 * (left - right) * shift
+    return best, 10.0**best_log_params
+
+
+def loss_gap(law_mdm: laws.DataConstrainedLaw, law_ar: laws.DataConstrainedLaw,
+             flops: np.ndarray | float, unique_tokens: float) -> np.ndarray:
+    """ΔL(C, U) = L*_mdm(C, U) − L*_ar(C, U); negative where masked diffusion is ahead."""
+    return best_loss(law_mdm, flops, unique_tokens)[0] - best_loss(law_ar, flops, unique_tokens)[0]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Crossing:
+    flops: float | None  # C_crit, None when the frontiers do not cross from AR-ahead to MDM-ahead
+    reason: str  # why there is no crossing; "" when there is one
+
+
+def critical_compute(law_mdm: laws.DataConstrainedLaw, law_ar: laws.DataConstrainedLaw,
+                     unique_tokens: float, near: float | None = None) -> Crossing:
+    """The first compute at which ΔL turns from positive (AR ahead) to non-positive.
+
+    `near` (FLOPs), e.g. the point estimate when refitting bootstrap resamples, searches two
+    decades either side first and the whole range only if the crossing is not there.
+    """
+    if near is not None:
+        window = _LOG10_FLOPS[np.abs(_LOG10_FLOPS - math.log10(near)) <= 2.0]
+        if len(window) >= 2:
+            crossing = _first_crossing(law_mdm, law_ar, unique_tokens, window)
+            if crossing.flops is not None:
+                return crossing
+    return _first_crossing(law_mdm, law_ar, unique_tokens, _LOG10_FLOPS)
+
+
+def _first_crossing(law_mdm: laws.DataConstrainedLaw, law_ar: laws.DataConstrainedLaw,
+                    unique_tokens: float, log_flops: np.ndarray) -> Crossing:
+    gap = loss_gap(law_mdm, law_ar, 10.0**log_flops, unique_tokens)
+    ahead = gap > 0
+    turns = np.flatnonzero(ahead[:-1] & ~ahead[1:])
+    if len(turns) == 0:
+        span = f"from {10**log_flops[0]:.0e} to {10**log_flops[-1]:.0e} FLOPs"
+        if ahead.all():
+            return Crossing(flops=None, reason=f"AR is ahead at every compute {span}")
+        if (gap < 0).all():
+            return Crossing(flops=None, reason=f"MDM is ahead at every compute {span}")
+        return Crossing(flops=None, reason=f"the laws never go from AR ahead to MDM ahead {span}")
+    i = turns[0]
+
+    def gap_at(log10_flops: float) -> float:
+        return float(loss_gap(law_mdm, law_ar, 10.0**log10_flops, unique_tokens)[0])
+
+    lo, hi = log_flops[i], log_flops[i + 1]
+    if gap_at(hi) > 0 or gap_at(lo) <= 0:  # the grid's minimisation and the refined one disagree
+        return Crossing(flops=float(10.0 ** (0.5 * (lo + hi))), reason="")
+    return Crossing(flops=float(10.0 ** brentq(gap_at, lo, hi, xtol=1e-5)), reason="")
+
+
+def pareto_frontier(flops: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The runs no cheaper run beats: compute ascending, loss strictly descending."""
+    order = np.argsort(flops, kind="stable")
+    best = np.minimum.accumulate(loss[order])
+    keep = np.r_[True, best[1:] < best[:-1]]
+    return flops[order][keep], best[keep]
+
+
+def empirical_critical_compute(flops_mdm: np.ndarray, loss_mdm: np.ndarray,
+                               flops_ar: np.ndarray, loss_ar: np.ndarray) -> Crossing:
+    """The least observed compute at which MDM's best run so far matches AR's best so far.
+
+    Both frontiers are step functions: the best loss among runs with compute ≤ C. They are
+    compared only where both families have runs on either side (beyond a family's largest run
+    its best loss is unknown, not flat). No interpolation: the value is a compute some run used.
+    """
+    if len(flops_mdm) == 0 or len(flops_ar) == 0:
+        return Crossing(flops=None, reason="one family has no runs at this U")
+    front_mdm = pareto_frontier(flops_mdm, loss_mdm)
+    front_ar = pareto_frontier(flops_ar, loss_ar)
+    start = max(front_mdm[0][0], front_ar[0][0])
+    end = min(flops_mdm.max(), flops_ar.max())
+    grid = np.unique(np.concatenate([flops_mdm, flops_ar]))
+    grid = grid[(grid >= start) & (grid <= end)]
+    if len(grid) == 0:
+        return Crossing(flops=None, reason="the two families' runs at this U do not overlap "
+                                           "in compute")
+
+    def best_so_far(front: tuple[np.ndarray, np.ndarray], at: np.ndarray) -> np.ndarray:
+        return front[1][np.searchsorted(front[0], at, side="right") - 1]
+
+    gap = best_so_far(front_mdm, grid) - best_so_far(front_ar, grid)
+    if gap[0] <= 0:
+        return Crossing(flops=None, reason="MDM is already ahead at the least compute where both "
+                                           "families have runs")
+    behind = np.flatnonzero(gap <= 0)
+    if len(behind) == 0:
+        return Crossing(flops=None, reason=f"AR stays ahead up to the largest compute both "
+                                           f"families reached ({end:.2e} FLOPs)")
+    return Crossing(flops=float(grid[behind[0]]), reason="")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PowerLaw:
+    coefficient: float  # FLOPs at U = 1 token
+    exponent: float
+
+
+def fit_power_law(unique_tokens: np.ndarray, flops: np.ndarray) -> PowerLaw | None:
+    """Least squares in log-log: log C = log coefficient + exponent · log U (PAPER.md)."""
+    keep = np.isfinite(flops) & (flops > 0)
+    log_u, log_c = np.log(unique_tokens[keep]), np.log(flops[keep])
+    if len(np.unique(log_u)) < 2:
+        return None
+    exponent, intercept = np.polyfit(log_u, log_c, 1)
+    return PowerLaw(coefficient=math.exp(intercept), exponent=float(exponent))

@@ -1,0 +1,143 @@
+"""An `Analysis` as the JSON document of `sweeper fit --format json` and as terminal tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from sweeper.fit.analysis import SYMBOLS, Analysis, Estimate, FamilyFit
+from sweeper.fit.laws import PARAMETER_NAMES
+
+MEANINGS = {
+    "E": "irreducible loss (nats/token)",
+    "A": "parameter term scale",
+    "B": "data term scale",
+    "alpha": "parameter exponent",
+    "beta": "data exponent",
+    "R_D_star": "half-life of data reuse: repeated epochs at which one more is worth 1/e "
+                "of fresh data",
+    "R_N_star": "decay constant of parameters beyond the compute-optimal U_N",
+}
+
+
+def _estimate_json(estimate: Estimate) -> dict[str, float | None]:
+    return {"value": estimate.value, "lo": estimate.lo, "hi": estimate.hi}
+
+
+def _family_json(fit: FamilyFit) -> dict[str, Any]:
+    document: dict[str, Any] = {name: _estimate_json(fit.estimates[name])
+                                for name in PARAMETER_NAMES}
+    document["r2"] = {"in_sample": fit.r2_in_sample, "cv": fit.r2_cv}
+    document["n_trials"] = fit.n_trials
+    spread = fit.seed_spread()
+    document["seed_spread"] = None if spread is None else {
+        "configurations": spread[0], "mean_loss_std": spread[1]}
+    return document
+
+
+def to_json(analysis: Analysis) -> dict[str, Any]:
+    """The issue's shape, plus `seed_spread` per family and top-level `confidence` and `notes`."""
+    c_crit = None
+    if analysis.points:
+        c_crit = {
+            "coefficient": None if analysis.c_crit is None
+            else _estimate_json(analysis.c_crit.coefficient),
+            "exponent": None if analysis.c_crit is None
+            else _estimate_json(analysis.c_crit.exponent),
+            "u_unit": "tokens",
+            "source": None if analysis.c_crit is None else analysis.c_crit.source,
+            "points": [{"unique_tokens": point.unique_tokens, "flops": point.law.value,
+                        "lo": point.law.lo, "hi": point.law.hi,
+                        "empirical_flops": point.empirical, "extrapolated": point.extrapolated}
+                       for point in analysis.points],
+        }
+    return {
+        "families": {name: _family_json(fit) for name, fit in analysis.families.items()},
+        "c_crit": c_crit,
+        "confidence": analysis.options.confidence,
+        "notes": all_notes(analysis),
+    }
+
+
+def all_notes(analysis: Analysis) -> list[str]:
+    """Everything skipped and why: per family first, then across families."""
+    notes = [f"{name}: {note}" for name, fit in analysis.families.items() for note in fit.notes]
+    return notes + list(analysis.notes)
+
+
+def number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def interval(estimate: Estimate) -> str:
+    if estimate.status == "fixed":
+        return "fixed"
+    if estimate.lo is None and estimate.hi is None:
+        return "—"
+    if estimate.hi is None:  # an unidentified R*: the data bound it from one side only
+        return f"≥ {number(estimate.lo)}"
+    if estimate.lo is None:
+        return f"≤ {number(estimate.hi)}"
+    return f"[{number(estimate.lo)}, {number(estimate.hi)}]"
+
+
+def cv_label(folds: int) -> str:
+    return "leave-one-out" if folds == 0 else f"{folds}-fold"
+
+
+def family_table(fit: FamilyFit, analysis: Analysis) -> Table:
+    level = f"{analysis.options.confidence:.0%}"
+    configurations = len(fit.observations)
+    title = (f"family {fit.family}: {fit.n_trials} trials, {configurations} configurations "
+             f"({int(fit.observations.single_epoch.sum())} single-epoch)")
+    table = Table(title=title, title_justify="left")
+    table.add_column("parameter")
+    table.add_column("value", justify="right")
+    table.add_column(f"{level} interval", justify="right")
+    table.add_column("meaning")
+    for name in PARAMETER_NAMES:
+        estimate = fit.estimates[name]
+        shown = number(estimate.value) if estimate.status != "skipped" else "skipped"
+        if estimate.status == "unidentified":
+            shown = "unidentified"
+        table.add_row(SYMBOLS[name], shown, interval(estimate), MEANINGS[name])
+    table.add_row("R² in-sample", number(fit.r2_in_sample), "", "loss (nats) vs the fitted law")
+    table.add_row(f"R² {cv_label(analysis.options.cv_folds)}", number(fit.r2_cv), "",
+                  "each configuration predicted by a fit without it")
+    spread = fit.seed_spread()
+    if spread is not None:
+        table.add_row("seed spread", number(spread[1]), "",
+                      f"mean loss std over {spread[0]} configurations with several seeds")
+    return table
+
+
+def c_crit_table(analysis: Analysis) -> Table:
+    level = f"{analysis.options.confidence:.0%}"
+    table = Table(title="critical compute C_crit(U): MDM's best loss equals AR's",
+                  title_justify="left")
+    table.add_column("unique tokens U", justify="right")
+    table.add_column("C_crit from laws (FLOPs)", justify="right")
+    table.add_column(f"{level} interval", justify="right")
+    table.add_column("C_crit observed (FLOPs)", justify="right")
+    table.add_column("note")
+    for point in analysis.points:
+        note = "; ".join(point.reasons)
+        if point.extrapolated:
+            note = "; ".join(filter(None, ["extrapolated beyond the runs' compute", note]))
+        table.add_row(f"{point.unique_tokens:.4g}", number(point.law.value), interval(point.law),
+                      number(point.empirical), note)
+    return table
+
+
+def c_crit_sentence(analysis: Analysis) -> str | None:
+    law = analysis.c_crit
+    if law is None:
+        return None
+    level = f"{analysis.options.confidence:.0%}"
+    text = (f"C_crit ≈ {number(law.coefficient.value)} · U^{law.exponent.value:.3f} FLOPs "
+            f"(U in tokens; from the {'fitted laws' if law.source == 'laws' else 'observed runs'})")
+    if law.exponent.lo is not None:
+        text += (f"; {level} intervals: coefficient {interval(law.coefficient)}, "
+                 f"exponent {interval(law.exponent)}")
+    return text + ". The paper (Prabhudesai et al. 2025) reports ≈ 191.6 · U^2.174."

@@ -1,0 +1,203 @@
+"""The report of a fit: one document written as Markdown and as HTML, with PNG figures.
+
+The content is built once as a list of blocks (heading, paragraph, table, figure, list) and
+each format renders the same blocks, so the two files never disagree.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweeper.fit import figures, render
+from sweeper.fit.analysis import SYMBOLS, Analysis
+from sweeper.fit.laws import PARAMETER_NAMES
+
+
+@dataclass(frozen=True, slots=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableBlock:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    path: str  # relative to the report
+    caption: str
+
+
+@dataclass(frozen=True, slots=True)
+class Items:
+    items: tuple[str, ...]
+
+
+Block = Heading | Paragraph | TableBlock | Figure | Items
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WrittenReport:
+    markdown: Path
+    html: Path
+    figures: tuple[Path, ...]
+
+
+def _family_blocks(analysis: Analysis) -> list[Block]:
+    level = f"{analysis.options.confidence:.0%}"
+    blocks: list[Block] = [Heading("Fitted laws")]
+    blocks.append(Paragraph(
+        "L(N, D, U) = E + A/N'^α + B/D'^β with effective data D' and effective parameters N' "
+        "(Muennighoff et al. 2023). Step 1 fits E, A, B, α, β on single-epoch runs; step 2 fits "
+        "R*_D and R*_N on all runs with step 1 frozen. Huber loss (δ = 1e-3) on log loss, "
+        f"L-BFGS from a grid of starts; intervals from {analysis.options.resamples} bootstrap "
+        f"resamples of configurations ({level}); R² on the loss, in-sample and "
+        f"{render.cv_label(analysis.options.cv_folds)}."))
+    for fit in analysis.families.values():
+        blocks.append(Heading(f"Family {fit.family}", level=3))
+        blocks.append(Paragraph(
+            f"{fit.n_trials} trials, {len(fit.observations)} configurations "
+            f"({int(fit.observations.single_epoch.sum())} single-epoch)."))
+        rows = []
+        for name in PARAMETER_NAMES:
+            estimate = fit.estimates[name]
+            value = render.number(estimate.value) if estimate.status in ("fitted", "fixed") \
+                else estimate.status
+            rows.append((SYMBOLS[name], value, render.interval(estimate), render.MEANINGS[name]))
+        rows.append(("R² in-sample", render.number(fit.r2_in_sample), "",
+                     "loss vs the fitted law"))
+        rows.append((f"R² {render.cv_label(analysis.options.cv_folds)}",
+                     render.number(fit.r2_cv), "", "each configuration predicted without it"))
+        spread = fit.seed_spread()
+        if spread is not None:
+            rows.append(("seed spread", render.number(spread[1]), "",
+                         f"mean loss std over {spread[0]} configurations with several seeds"))
+        blocks.append(TableBlock(("parameter", "value", f"{level} interval", "meaning"),
+                                 tuple(rows)))
+    return blocks
+
+
+def _crit_blocks(analysis: Analysis) -> list[Block]:
+    blocks: list[Block] = [Heading("Critical compute")]
+    blocks.append(Paragraph(
+        "ΔL(C, U) = L_mdm − L_ar, each the best loss over model size and epochs at compute C; "
+        "C_crit(U) solves ΔL = 0. From the laws it is found on the fitted laws; observed, it is "
+        "the least compute at which masked diffusion's best run matches autoregression's."))
+    if not analysis.points:
+        blocks.append(Paragraph("Not computed; see the notes below."))
+        return blocks
+    level = f"{analysis.options.confidence:.0%}"
+    rows = []
+    for point in analysis.points:
+        note = "; ".join(point.reasons)
+        if point.extrapolated:
+            note = "; ".join(filter(None, ["extrapolated beyond the runs' compute", note]))
+        rows.append((f"{point.unique_tokens:.4g}", render.number(point.law.value),
+                     render.interval(point.law), render.number(point.empirical), note))
+    blocks.append(TableBlock(("U (tokens)", "C_crit, laws (FLOPs)", f"{level} interval",
+                              "C_crit, observed (FLOPs)", "note"), tuple(rows)))
+    if not any(p.law.value is not None or p.empirical is not None for p in analysis.points):
+        blocks.append(Paragraph("The families do not cross within this data: no C_crit at any U."))
+    sentence = render.c_crit_sentence(analysis)
+    if sentence:
+        blocks.append(Paragraph(sentence))
+    return blocks
+
+
+def build(analysis: Analysis, source: str, drawn: list[tuple[str, str | None]]) -> list[Block]:
+    blocks: list[Block] = [
+        Heading("Scaling-law fit: masked diffusion vs autoregression", level=1),
+        Paragraph(f"Input: {source}. Families: "
+                  f"{', '.join(analysis.families) or 'none'}."),
+    ]
+    blocks += _family_blocks(analysis)
+    blocks += _crit_blocks(analysis)
+    blocks.append(Heading("Figures"))
+    missing = []
+    for name, caption in drawn:
+        if caption is None:
+            missing.append(f"{name}: nothing to draw from this data (see the notes)")
+        else:
+            blocks.append(Figure(path=f"figures/{name}", caption=caption))
+    notes = render.all_notes(analysis) + missing + [
+        "Per-trial training curves and logging this report to the tracking server need the "
+        "tracking store's results; a CSV input carries final losses only."]
+    blocks.append(Heading("Notes: what was skipped and why"))
+    blocks.append(Items(tuple(notes)))
+    return blocks
+
+
+def _md(text: str) -> str:
+    """Escape what Markdown would read as emphasis or a table border (R*_D has both * and _)."""
+    return text.replace("\\", "\\\\").replace("*", "\\*").replace("_", "\\_") \
+        .replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            lines += ["#" * block.level + " " + _md(block.text), ""]
+        elif isinstance(block, Paragraph):
+            lines += [_md(block.text), ""]
+        elif isinstance(block, TableBlock):
+            lines.append("| " + " | ".join(_md(cell) for cell in block.header) + " |")
+            lines.append("|" + "---|" * len(block.header))
+            lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in block.rows]
+            lines.append("")
+        elif isinstance(block, Figure):
+            alt = _md(block.caption.split(".")[0])
+            lines += [f"![{alt}]({block.path})", "", f"*{_md(block.caption)}*", ""]
+        else:
+            lines += [f"- {_md(item)}" for item in block.items] + [""]
+    return "\n".join(lines)
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    body: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            body.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            body.append(f"<p>{html.escape(block.text)}</p>")
+        elif isinstance(block, TableBlock):
+            head = "".join(f"<th>{html.escape(cell)}</th>" for cell in block.header)
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
+                           + "</tr>" for row in block.rows)
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif isinstance(block, Figure):
+            body.append(f'<figure><img src="{html.escape(block.path)}" alt="">'
+                        f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+        else:
+            body.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items)
+                        + "</ul>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+             "padding:4px 8px;text-align:left}th{background:#f3f3f3}"
+             "img{max-width:100%}figcaption{font-size:90%;color:#444}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+
+
+def write_report(analysis: Analysis, out: Path, source: str) -> WrittenReport:
+    """Write report.md, report.html and figures/*.png into `out` (created if missing)."""
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = figures.draw_all(analysis, out / "figures")
+    blocks = build(analysis, source, drawn)
+    markdown, page = out / "report.md", out / "report.html"
+    markdown.write_text(to_markdown(blocks), encoding="utf-8")
+    page.write_text(to_html(blocks, "Scaling-law fit"), encoding="utf-8")
+    return WrittenReport(markdown=markdown, html=page,
+                         figures=tuple(out / "figures" / name for name, caption in drawn
+                                       if caption is not None))

@@ -1,0 +1,210 @@
+"""The fitter's typed input: trials as read, and observations with repeated seeds averaged.
+
+`Trials` holds one row per finished trial, whatever produced it (a CSV file here; the MLflow
+results table writes the same columns). `Observations` holds one row per configuration
+(family, parameters, tokens, unique tokens): repeated seeds of a configuration are one
+measurement with a spread, not independent points, so the bootstrap and the cross-validation
+resample configurations.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sweeper.console import UserError
+
+REQUIRED_COLUMNS = ("params", "tokens", "loss")
+OPTIONAL_COLUMNS = ("unique_tokens", "family", "seed")
+DEFAULT_FAMILY = "all"
+
+
+def _frozen(values: Sequence[float] | np.ndarray, dtype: type) -> np.ndarray:
+    array = np.array(values, dtype=dtype)
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trials:
+    """One row per finished trial. `unique_tokens` is NaN where the source did not record it."""
+
+    family: np.ndarray  # str
+    num_params: np.ndarray  # parameters N of C = 6ND
+    tokens: np.ndarray  # tokens seen D
+    unique_tokens: np.ndarray  # unique tokens U of the data pool, NaN if unknown
+    loss: np.ndarray  # validation loss, nats per token
+    seed: np.ndarray  # str, "" where unknown
+    source: str  # where the rows came from, for messages
+
+    def __post_init__(self) -> None:
+        sizes = {len(self.family), len(self.num_params), len(self.tokens),
+                 len(self.unique_tokens), len(self.loss), len(self.seed)}
+        if len(sizes) != 1:
+            raise ValueError(f"columns of {self.source} differ in length: {sorted(sizes)}")
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observations:
+    """One row per configuration; `loss` is the mean over its seeds, `loss_std` their spread."""
+
+    family: np.ndarray  # str
+    num_params: np.ndarray
+    tokens: np.ndarray
+    unique_tokens: np.ndarray  # NaN if unknown (then the row is single-epoch)
+    loss: np.ndarray
+    loss_std: np.ndarray  # sample standard deviation over seeds, NaN with one seed
+    num_seeds: np.ndarray  # int
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+    @property
+    def data_unique_tokens(self) -> np.ndarray:
+        """U_D = min(D, U) (Muennighoff et al. 2023): the unique tokens a trial actually saw."""
+        return np.fmin(self.tokens, self.unique_tokens)
+
+    @property
+    def single_epoch(self) -> np.ndarray:
+        """True where no token was seen twice: tokens ≤ unique_tokens, or U unknown."""
+        return ~(self.tokens > self.unique_tokens)
+
+    @property
+    def epochs(self) -> np.ndarray:
+        return self.tokens / self.data_unique_tokens
+
+    @property
+    def flops(self) -> np.ndarray:
+        """C = 6·N·D (Kaplan et al. 2020), as PAPER.md counts compute for both families."""
+        return 6.0 * self.num_params * self.tokens
+
+    def families(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.family.tolist())))
+
+    def select(self, mask: np.ndarray) -> Observations:
+        return Observations(
+            family=_frozen(self.family[mask], object),
+            num_params=_frozen(self.num_params[mask], float),
+            tokens=_frozen(self.tokens[mask], float),
+            unique_tokens=_frozen(self.unique_tokens[mask], float),
+            loss=_frozen(self.loss[mask], float),
+            loss_std=_frozen(self.loss_std[mask], float),
+            num_seeds=_frozen(self.num_seeds[mask], int),
+        )
+
+    def of_family(self, family: str) -> Observations:
+        return self.select(self.family == family)
+
+    def repeated_unique_tokens(self) -> tuple[float, ...]:
+        """The unique-data budgets U of rows that repeat data, ascending."""
+        return tuple(sorted(set(self.unique_tokens[~self.single_epoch].tolist())))
+
+
+def average_seeds(trials: Trials) -> Observations:
+    """Group trials by configuration and average their losses.
+
+    Two rows are the same configuration when family, parameters, tokens and unique tokens agree;
+    a differing `seed` (or none) is what makes them repeats.
+    """
+    groups: dict[tuple[str, float, float, float], list[float]] = {}
+    for family, n, d, u, loss in zip(trials.family, trials.num_params, trials.tokens,
+                                     trials.unique_tokens, trials.loss, strict=True):
+        # NaN never equals itself, so an unknown U gets a sentinel key.
+        key = (str(family), float(n), float(d), -1.0 if math.isnan(u) else float(u))
+        groups.setdefault(key, []).append(float(loss))
+    keys = sorted(groups)
+    losses = [np.array(groups[key]) for key in keys]
+    return Observations(
+        family=_frozen([key[0] for key in keys], object),
+        num_params=_frozen([key[1] for key in keys], float),
+        tokens=_frozen([key[2] for key in keys], float),
+        unique_tokens=_frozen([math.nan if key[3] < 0 else key[3] for key in keys], float),
+        loss=_frozen([values.mean() for values in losses], float),
+        loss_std=_frozen([values.std(ddof=1) if len(values) > 1 else math.nan
+                          for values in losses], float),
+        num_seeds=_frozen([len(values) for values in losses], int),
+    )
+
+
+def _number(text: str, *, where: str, column: str, allow_empty: bool) -> float:
+    text = text.strip()
+    if not text:
+        if allow_empty:
+            return math.nan
+        raise UserError(f"{where}: column '{column}' is empty")
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{where}: column '{column}': expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"{where}: column '{column}': expected a positive number, got {text!r}")
+    return value
+
+
+def read_csv(path: Path) -> Trials:
+    """Read `params, tokens, loss` and the optional `unique_tokens, family, seed` columns.
+
+    Other columns are ignored, so a wider export reads as is. Errors name the file and line.
+    """
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
+    with handle:
+        try:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise UserError(f"{path}: the file is empty; expected a header with "
+                                f"{', '.join(REQUIRED_COLUMNS)}")
+            columns = [name.strip().lower() for name in header]
+            missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+            if missing:
+                raise UserError(f"{path}:1: missing required column(s) {', '.join(missing)} "
+                                f"(found: {', '.join(columns) or 'none'})")
+            index = {name: columns.index(name) for name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+                     if name in columns}
+            rows: list[tuple[str, float, float, float, float, str]] = []
+            for line_number, cells in enumerate(reader, start=2):
+                if not any(cell.strip() for cell in cells):
+                    continue
+                if len(cells) < len(columns):
+                    raise UserError(f"{path}:{line_number}: expected {len(columns)} columns, "
+                                    f"got {len(cells)}")
+                where = f"{path}:{line_number}"
+                family = cells[index["family"]].strip() if "family" in index else DEFAULT_FAMILY
+                if not family:
+                    raise UserError(f"{where}: column 'family' is empty")
+                rows.append((
+                    family,
+                    _number(cells[index["params"]], where=where, column="params",
+                            allow_empty=False),
+                    _number(cells[index["tokens"]], where=where, column="tokens",
+                            allow_empty=False),
+                    _number(cells[index["unique_tokens"]], where=where, column="unique_tokens",
+                            allow_empty=True) if "unique_tokens" in index else math.nan,
+                    _number(cells[index["loss"]], where=where, column="loss", allow_empty=False),
+                    cells[index["seed"]].strip() if "seed" in index else "",
+                ))
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise UserError(f"{path}: not a readable CSV file ({error})") from None
+    if not rows:
+        raise UserError(f"{path}: no data rows after the header")
+    family, num_params, tokens, unique_tokens, loss, seed = zip(*rows, strict=True)
+    return Trials(
+        family=_frozen(family, object),
+        num_params=_frozen(num_params, float),
+        tokens=_frozen(tokens, float),
+        unique_tokens=_frozen(unique_tokens, float),
+        loss=_frozen(loss, float),
+        seed=_frozen(seed, object),
+        source=str(path),
+    )

@@ -1,0 +1,190 @@
+"""`sweeper fit` and `sweeper report` from the command line: exit codes, output, files."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweeper.console import UserError, fail
+from sweeper.fit import command
+from sweeper.fit.table import Observations
+
+from .synthetic import AR_TRUTH, MDM_TRUTH, draw, join
+
+FAST = ["--bootstrap", "12", "--cv-folds", "4"]
+
+
+def main(argv: list[str]) -> int:
+    """The CLI's contract (sweeper/cli.py): parse, run the handler, a UserError exits 2."""
+    parser = argparse.ArgumentParser(prog="sweeper")
+    command.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as error:
+        return fail(error)
+PARAMETERS = ["E", "A", "B", "alpha", "beta", "R_D_star", "R_N_star"]
+
+
+def write_csv(path: Path, data: Observations, *, family_column: bool = True) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow((["family"] if family_column else [])
+                        + ["params", "tokens", "unique_tokens", "loss"])
+        for family, n, d, u, loss in zip(data.family, data.num_params, data.tokens,
+                                         data.unique_tokens, data.loss, strict=True):
+            writer.writerow(([family] if family_column else []) + [n, d, u, loss])
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_families(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    data = join(draw("ar", AR_TRUTH, rng, single=30, repeated=45, noise=0.005),
+                draw("mdm", MDM_TRUTH, rng, single=30, repeated=45, noise=0.005))
+    return write_csv(tmp_path_factory.mktemp("csv") / "trials.csv", data)
+
+
+def test_fit_json_has_the_documented_shape(two_families: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "--from-csv", str(two_families), "--format", "json", *FAST]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert set(document["families"]) == {"ar", "mdm"}
+    for family in document["families"].values():
+        for name in PARAMETERS:
+            assert set(family[name]) == {"value", "lo", "hi"}
+            assert family[name]["lo"] <= family[name]["value"] <= family[name]["hi"]
+        assert set(family["r2"]) == {"in_sample", "cv"}
+        assert family["r2"]["cv"] > 0.9
+        assert family["n_trials"] == 75
+    c_crit = document["c_crit"]
+    assert set(c_crit) >= {"coefficient", "exponent", "u_unit", "points"}
+    assert c_crit["u_unit"] == "tokens"
+    assert set(c_crit["exponent"]) == {"value", "lo", "hi"}
+    assert [point["unique_tokens"] for point in c_crit["points"]] == [25e6, 50e6, 100e6]
+    assert document["notes"] == []
+
+
+def test_fit_table_names_every_parameter_and_the_c_crit_law(
+        two_families: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "--from-csv", str(two_families), *FAST]) == 0
+    out = capsys.readouterr().out
+    for text in ("family ar", "family mdm", "R*_D", "R*_N", "half-life", "4-fold", "C_crit ≈",
+                 "U in tokens"):
+        assert text in out
+
+
+def test_fix_and_tie_reach_the_fit(two_families: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "--from-csv", str(two_families), "--format", "json", "--tie",
+                 "--fix", "R_N_star=5.31", *FAST]) == 0
+    ar = json.loads(capsys.readouterr().out)["families"]["ar"]
+    assert ar["alpha"]["value"] == ar["beta"]["value"]
+    assert ar["R_N_star"] == {"value": 5.31, "lo": 5.31, "hi": 5.31}
+
+
+def test_one_family_without_a_family_column_exits_zero_and_says_what_was_skipped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = draw("ar", AR_TRUTH, np.random.default_rng(1), single=40, repeated=0)
+    path = write_csv(tmp_path / "one.csv", data, family_column=False)
+    assert main(["fit", "--from-csv", str(path), "--format", "json", *FAST]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert set(document["families"]) == {"all"}
+    assert document["families"]["all"]["R_D_star"] == {"value": None, "lo": None, "hi": None}
+    assert document["c_crit"] is None
+    assert any(note.startswith("all: R*_D not fitted") for note in document["notes"])
+    assert any("C_crit not computed" in note for note in document["notes"])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot read"),
+    ("params,tokens,unique_tokens\n1,2,3\n", "missing required column(s) loss"),
+    ("params,tokens,unique_tokens,loss\n", "no data rows"),
+])
+def test_unusable_input_exits_two_with_one_line(tmp_path: Path, content: str | None,
+                                                message: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "trials.csv"
+    if content is not None:
+        path.write_text(content)
+    assert main(["fit", "--from-csv", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: ")
+    assert message in captured.err
+    assert str(path) in captured.err.replace("\n", "")
+
+
+def test_spec_arguments_point_to_from_csv(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "sweeps/grid.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "sweeper results" in err and "--from-csv" in err
+
+
+def test_no_input_is_a_user_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--out", "unused"]) == 2
+    assert "--from-csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fix", ["gamma=1", "alpha", "alpha=-1", "alpha=x"])
+def test_a_malformed_fix_is_a_usage_error(fix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--from-csv", "x.csv", "--fix", fix])
+    assert exit_info.value.code == 2
+    assert "--fix" in capsys.readouterr().err
+
+
+def test_report_writes_markdown_html_and_figures(two_families: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    assert main(["report", "--from-csv", str(two_families), "--out", str(out), *FAST]) == 0
+    assert "report.md" in capsys.readouterr().out
+    markdown = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    names = ["loss_vs_flops.png", "law_vs_observed.png", "effective_data.png", "iso_loss.png",
+             "c_crit.png"]
+    for name in names:
+        assert (out / "figures" / name).read_bytes().startswith(b"\x89PNG")
+        assert f"(figures/{name})" in markdown
+        assert f'src="figures/{name}"' in page
+    assert "half-life of data reuse" in markdown and "C\\_crit ≈" in markdown
+    assert "R*_D" in page and "C_crit ≈" in page
+
+
+def test_report_of_one_family_says_what_it_could_not_draw(tmp_path: Path) -> None:
+    data = draw("ar", AR_TRUTH, np.random.default_rng(2), single=40, repeated=0)
+    path = write_csv(tmp_path / "one.csv", data)
+    out = tmp_path / "report"
+    assert main(["report", "--from-csv", str(path), "--out", str(out), *FAST]) == 0
+    page = (out / "report.html").read_text()
+    assert (out / "figures" / "loss_vs_flops.png").exists()
+    assert not (out / "figures" / "c_crit.png").exists()
+    assert "c_crit.png: nothing to draw from this data" in page
+    assert "C_crit not computed" in page
+    assert "c\\_crit.png: nothing to draw" in (out / "report.md").read_text()
+
+
+def test_registering_the_commands_imports_nothing_heavy() -> None:
+    code = ("import argparse, sys\n"
+            "import sweeper.fit.command as command\n"
+            "command.register(argparse.ArgumentParser().add_subparsers())\n"
+            "heavy = {'numpy', 'scipy', 'matplotlib', 'torch', 'ray'} & set(sys.modules)\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_sweeper_command_registers_fit_and_report() -> None:
+    from sweeper import cli
+
+    if "sweeper.fit.command" not in cli.COMMAND_MODULES:
+        pytest.skip("sweeper/cli.py does not list sweeper.fit.command yet")
+    parser = cli.build_parser()
+    assert parser.parse_args(["fit", "--from-csv", "x.csv"]).handler is command.run_fit
+    assert parser.parse_args(["report", "--from-csv", "x.csv", "--out", "r"]).handler \
+        is command.run_report

@@ -1,0 +1,89 @@
+"""Reading trials from CSV and averaging repeated seeds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweeper.console import UserError
+from sweeper.fit.table import average_seeds, read_csv
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "trials.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_reads_the_results_columns_and_ignores_others(tmp_path: Path) -> None:
+    trials = read_csv(write(tmp_path, "trial_id,family,params,tokens,unique_tokens,loss\n"
+                                      "t1,ar,1e8,2e9,1e9,3.5\n"
+                                      "t2,mdm,1e8,2e9,,3.9\n"))
+    assert list(trials.family) == ["ar", "mdm"]
+    assert trials.num_params.tolist() == [1e8, 1e8]
+    assert trials.unique_tokens[0] == 1e9 and math.isnan(trials.unique_tokens[1])
+    assert trials.loss.tolist() == [3.5, 3.9]
+
+
+def test_without_a_family_column_every_row_is_family_all(tmp_path: Path) -> None:
+    trials = read_csv(write(tmp_path, "params,tokens,unique_tokens,loss\n1e8,2e9,1e9,3.5\n"))
+    assert list(trials.family) == ["all"]
+
+
+def test_single_epoch_rows_are_those_without_repeats(tmp_path: Path) -> None:
+    observations = average_seeds(read_csv(write(
+        tmp_path, "params,tokens,unique_tokens,loss\n"
+                  "1e8,2e9,,3.5\n"  # no U: single epoch
+                  "1e8,2e9,2e9,3.5\n"  # exactly one epoch
+                  "1e8,2e9,1e10,3.5\n"  # part of a bigger pool
+                  "1e8,4e9,1e9,3.4\n")))  # four epochs
+    order = np.lexsort((observations.unique_tokens, observations.tokens))
+    assert observations.single_epoch[order].tolist() == [True, True, True, False]
+    assert observations.epochs[order].tolist() == [1.0, 1.0, 1.0, 4.0]
+
+
+def test_repeated_seeds_are_one_configuration_with_a_spread(tmp_path: Path) -> None:
+    observations = average_seeds(read_csv(write(
+        tmp_path, "family,params,tokens,unique_tokens,loss,seed\n"
+                  "ar,1e8,2e9,1e9,3.4,1\n"
+                  "ar,1e8,2e9,1e9,3.6,2\n"
+                  "mdm,1e8,2e9,1e9,3.9,1\n")))
+    assert len(observations) == 2
+    ar = observations.of_family("ar")
+    assert ar.loss[0] == pytest.approx(3.5)
+    assert ar.loss_std[0] == pytest.approx(np.std([3.4, 3.6], ddof=1))
+    assert ar.num_seeds[0] == 2
+    assert math.isnan(observations.of_family("mdm").loss_std[0])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "is empty"),
+    ("params,tokens,unique_tokens,loss\n", "no data rows"),
+    ("params,tokens,unique_tokens\n1,2,3\n", "missing required column(s) loss"),
+    ("params,tokens,loss\n1e8,ten,3.5\n", ":2: column 'tokens': expected a number, got 'ten'"),
+    ("params,tokens,loss\n1e8,1e9,-1\n", ":2: column 'loss': expected a positive number"),
+    ("params,tokens,loss\n1e8,1e9\n", ":2: expected 3 columns, got 2"),
+    ("family,params,tokens,loss\n,1e8,1e9,3\n", ":2: column 'family' is empty"),
+])
+def test_unusable_input_is_a_user_error_naming_file_and_line(tmp_path: Path, text: str,
+                                                              message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(UserError, match=None) as error:
+        read_csv(path)
+    assert str(path) in str(error.value)
+    assert message in str(error.value)
+
+
+def test_a_missing_file_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot read"):
+        read_csv(tmp_path / "absent.csv")
+
+
+def test_a_binary_file_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "trials.csv"
+    path.write_bytes(b"\xff\xfe\x00\x01garbage")
+    with pytest.raises(UserError, match="not a readable CSV"):
+        read_csv(path)
