@@ -17,6 +17,7 @@ from sweeper.console import UserError, fail
 # Modules that add subcommands; each exposes register(subparsers) and imports nothing heavy.
 COMMAND_MODULES = (
     "sweeper.commands.spec_commands",
+    "sweeper.data.command",
     "sweeper.fit.command",
 )
 

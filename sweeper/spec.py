@@ -64,7 +64,9 @@ class BundledSource:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyntheticSource:
     """A seeded hidden-Markov source: each state moves to one of `branching` successors and emits one
-    of `emissions` symbols, so its entropy rate per symbol is known and context decides much of it."""
+    of `emissions` symbols, so its entropy rate per symbol is known and context decides much of it.
+    A state's successors emit disjoint symbols (the symbol seen names the move), which is what makes
+    that rate exact: hence branching x emissions <= symbols."""
 
     kind: Literal["synthetic"]
     process: Literal["hmm"] = "hmm"
@@ -78,8 +80,9 @@ class SyntheticSource:
     def __post_init__(self) -> None:
         if self.branching > self.states:
             raise FieldError("branching", f"branching {self.branching} exceeds states {self.states}")
-        if self.emissions > self.symbols:
-            raise FieldError("emissions", f"emissions {self.emissions} exceeds symbols {self.symbols}")
+        if self.branching * self.emissions > self.symbols:
+            raise FieldError("emissions", f"branching x emissions = {self.branching * self.emissions} exceeds "
+                                          f"symbols {self.symbols}")
 
 
 Source = HFSource | FilesSource | BundledSource | SyntheticSource
@@ -119,7 +122,8 @@ class TokenizerSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataSpec:
     """Sources, tokenizer and sample length. Without `validation`, the validation set is held out
-    from the train source, after every pool, so it never overlaps one."""
+    from the start of the train source, before every pool, so it never overlaps one and does not
+    move when a sweep adds a larger pool."""
 
     train: Source
     tokenizer: TokenizerSpec

