@@ -1,0 +1,33 @@
+"""The embedded trainer: one AR / masked-diffusion transformer, trained from a plain TrialConfig.
+
+Imports torch and numpy only (never the spec, the planner, Ray or MLflow), so it runs the same under
+Ray Tune, in a test or by hand. Entry points:
+
+    train(config, train_tokens, val_tokens, reporter, *, checkpoint_dir, resume_from, max_steps)
+    load_model(checkpoint) -> (model, config); sample_ar(...); sample_mdm(...)
+
+Metric names are the table in `sweeper.trainer.metrics` (METRICS).
+"""
+
+from sweeper.trainer.checkpoint import latest_checkpoint
+from sweeper.trainer.config import TrialConfig, padded_vocab_size
+from sweeper.trainer.errors import NonFiniteLoss, TrialFailure, TrialOutOfMemory
+from sweeper.trainer.loop import Reporter, TrainResult, train
+from sweeper.trainer.metrics import METRICS
+from sweeper.trainer.sample import load_model, sample_ar, sample_mdm
+
+__all__ = [
+    "METRICS",
+    "NonFiniteLoss",
+    "Reporter",
+    "TrainResult",
+    "TrialConfig",
+    "TrialFailure",
+    "TrialOutOfMemory",
+    "latest_checkpoint",
+    "load_model",
+    "padded_vocab_size",
+    "sample_ar",
+    "sample_mdm",
+    "train",
+]

@@ -1,0 +1,291 @@
+"""The training loop: `train(config, train_tokens, val_tokens, reporter)` runs one trial.
+
+The config fixes every count; this module only follows it. The loop reaches the host (a sync)
+only at log points, evaluation points and checkpoints: losses of the steps in between stay on the
+device in a short list that the next log point reduces, checks for NaN/inf and reports. Every
+curve starts with an evaluation of the untrained model (tokens = 0), follows `eval_steps`, and
+ends with an evaluation at the last step, also when `max_steps` cuts the run short; the learning
+rate schedule always spans the planned `steps`, so a cut run is an exact prefix of the full one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from sweeper.trainer import distributed
+from sweeper.trainer.checkpoint import (
+    load_into,
+    prune_checkpoints,
+    read_checkpoint,
+    set_rng_state,
+    write_checkpoint,
+)
+from sweeper.trainer.config import TrialConfig
+from sweeper.trainer.distributed import Processes, all_reduce_sum, set_grad_sync
+from sweeper.trainer.evaluation import validation_loss
+from sweeper.trainer.errors import NonFiniteLoss, TrialOutOfMemory
+from sweeper.trainer.flops import model_flops_utilisation, palm_flops_per_token, training_flops
+from sweeper.trainer.loader import SampleStream, ValidationSet, check_token_ids, to_device
+from sweeper.trainer.model import ModelConfig, Transformer
+from sweeper.trainer.objectives import family_loss_sums, train_noise
+from sweeper.trainer.optim import lr_at, make_optimizer
+
+Reporter = Callable[[dict[str, float], str | None], None]
+
+# may differ between a checkpoint and the run resuming it: they change where and how fast, not what
+HOW_FIELDS = frozenset({"precision", "compile", "device", "peak_flops", "micro_batch", "parallelism",
+                        "checkpoint_every_steps", "log_every_steps"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainResult:
+    trial_id: str
+    steps_done: int  # optimizer steps of the trial so far (a resumed run counts earlier ones too)
+    tokens: int
+    completed: bool  # steps_done == config.steps
+    final_val_loss: float
+    final_val_loss_best: float
+    wall_s: float
+    tokens_per_s: float
+    num_params_actual: int
+    checkpoint_dir: str | None  # the last checkpoint written (None without a checkpoint root)
+
+
+@dataclass(slots=True)
+class _Loop:
+    """What the loop carries from step to step; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps done
+    val_loss_last: float = math.nan
+    val_loss_best: float = math.inf  # over the planned evaluations
+
+    def best(self) -> float:
+        return min(self.val_loss_best, self.val_loss_last)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(slots=True)
+class _Window:
+    """Device-side results of the steps since the last log point, and their wall time."""
+
+    start_step: int
+    start_time: float
+    losses: list[torch.Tensor] = field(default_factory=list)
+    grad_norm: torch.Tensor | None = None
+
+
+def train(config: TrialConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, reporter: Reporter,
+          *, checkpoint_dir: str | None = None, resume_from: str | None = None,
+          max_steps: int | None = None, keep_checkpoints: int = 2) -> TrainResult:
+    """Train one trial and report its curve.
+
+    train_tokens: the trial's pool, exactly U packed tokens (1-D integer array, memmap welcome).
+    val_tokens: the validation tokens, cut into non-overlapping samples in fixed order.
+    reporter(metrics, checkpoint_dir): called on process 0 at every log/eval point, with the
+      checkpoint folder when one was written at that point (names: sweeper.trainer.METRICS).
+    checkpoint_dir: root for step_* checkpoints (none are written when None); the newest
+      `keep_checkpoints` are kept, older ones deleted once the reporter has had the newer.
+    resume_from: a step_* checkpoint folder to continue from, exactly.
+    max_steps: stop after this many optimizer steps of the trial (counted from its start).
+    Raises NonFiniteLoss or TrialOutOfMemory (terminal, `retryable = False`) on those failures.
+    """
+    wall_start = time.perf_counter()
+    procs = distributed.start(config.device)
+    try:
+        trial = _Trial(config, train_tokens, val_tokens, procs, resume_from)
+        stop_step = config.steps if max_steps is None else max(0, min(config.steps, max_steps))
+        return trial.run(reporter, stop_step, checkpoint_dir, keep_checkpoints, wall_start)
+    except torch.OutOfMemoryError as error:
+        raise TrialOutOfMemory(config.micro_batch, str(procs.device), str(error)) from error
+    finally:
+        distributed.stop(procs)
+
+
+class _Trial:
+    """One trial in one process: model, optimizer, data, counters."""
+
+    def __init__(self, c: TrialConfig, train_tokens: np.ndarray, val_tokens: np.ndarray,
+                 procs: Processes, resume_from: str | None) -> None:
+        check_token_ids(train_tokens, c.vocab_size, "the training pool")
+        check_token_ids(val_tokens, c.vocab_size, "the validation set")
+        chunks = c.batch_sequences // c.micro_batch
+        if chunks % procs.world_size:
+            raise ValueError(f"batch_sequences={c.batch_sequences} / micro_batch={c.micro_batch} = "
+                             f"{chunks} micro-batches do not split over {procs.world_size} processes: "
+                             "pick a micro_batch so that batch_sequences / (micro_batch * processes) "
+                             "is whole")
+        self.c, self.procs, self.device = c, procs, procs.device
+        self.accumulation = chunks // procs.world_size
+        self.stream = SampleStream(train_tokens, c.seq_len, c.seed)
+        self.val_set = ValidationSet(val_tokens, c.seq_len)
+        self.eval_steps = frozenset(c.eval_steps)
+
+        model = Transformer(ModelConfig.from_trial(c))
+        model.init_weights(c.init_std, c.seed)
+        self.num_params_actual = model.num_params()
+        self.model = distributed.wrap(model.to(self.device), procs, c.parallelism, c.precision)
+        self.optimizer = make_optimizer(self.model, c, self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.forward = torch.compile(self._loss_sums) if c.compile else self._loss_sums
+        self.flops_per_token = palm_flops_per_token(self.num_params_actual, c.layers, c.heads,
+                                                    c.head_dim, c.seq_len)
+        self.loop = _Loop()
+        self.train_seconds = 0.0
+        self.resumed_from = resume_from
+        if resume_from is not None:
+            saved, state = read_checkpoint(resume_from)
+            _check_same_trial(saved, c)
+            load_into(self.model, self.optimizer, state)
+            self.loop = _Loop(**state["loop"])
+            set_rng_state(state["rng"][procs.rank % len(state["rng"])])
+        else:
+            # dropout draws from the global torch RNG; one stream per process
+            torch.manual_seed(c.seed + procs.rank)
+            np.random.seed(c.seed + procs.rank)
+        self.start_step = self.loop.step
+
+    def _loss_sums(self, tokens: torch.Tensor, masked: torch.Tensor | None,
+                   p: torch.Tensor | None) -> torch.Tensor:
+        return family_loss_sums(self.model, tokens, masked, p, self.c.mask_id)
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.c.precision == "bf16")
+
+    def train_step(self, step: int, window: _Window, need_norm: bool) -> None:
+        """Optimizer step `step` (0-based): accumulate the micro-batches, clip, update. No sync."""
+        c, procs = self.c, self.procs
+        lr = lr_at(step, c)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = torch.zeros((), device=self.device)
+        for a in range(self.accumulation):
+            chunk = a * procs.world_size + procs.rank
+            tokens = to_device(self.stream.micro_batch(step, chunk, c.batch_sequences, c.micro_batch),
+                               self.device)
+            masked = p = None
+            if c.family == "mdm":
+                p, masked = train_noise(c.seed, step, chunk, c.micro_batch, c.seq_len)
+                p, masked = to_device(p, self.device), to_device(masked, self.device)
+            set_grad_sync(self.model, a == self.accumulation - 1)
+            with self.autocast():
+                loss = self.forward(tokens, masked, p).sum() / (c.micro_batch * c.seq_len)
+            (loss / self.accumulation).backward()
+            step_loss += loss.detach()
+        if c.grad_clip is not None:
+            window.grad_norm = torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
+        elif need_norm:
+            window.grad_norm = torch.nn.utils.get_total_norm([q.grad for q in self.params
+                                                              if q.grad is not None])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        window.losses.append(step_loss / self.accumulation)
+
+    def position(self, step: int) -> dict[str, float]:
+        tokens = step * self.c.tokens_per_step
+        return {"tokens": tokens, "epoch": self.stream.epoch_at(step * self.c.batch_sequences),
+                "flops": training_flops(self.c.num_params, tokens)}
+
+    def point(self, step: int, window: _Window | None, stop_step: int) -> dict[str, float]:
+        """Metrics at a log/eval point after `step` optimizer steps: the host sync."""
+        c, procs, loop = self.c, self.procs, self.loop
+        metrics = self.position(step)
+        if window is not None and window.losses:
+            losses = all_reduce_sum(torch.stack(window.losses).float(), procs) / procs.world_size
+            values = losses.double().cpu().numpy()  # waits for every step of the window
+            elapsed = time.perf_counter() - window.start_time
+            self.train_seconds += elapsed
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                bad_step = window.start_step + int(bad[0]) + 1
+                raise NonFiniteLoss(bad_step, bad_step * c.tokens_per_step, float(values[bad[0]]))
+            tokens_per_s = (step - window.start_step) * c.tokens_per_step / max(elapsed, 1e-9)
+            metrics.update({"train/loss": float(values.mean()), "lr": lr_at(step - 1, c),
+                            "tokens_per_s": tokens_per_s})
+            if window.grad_norm is not None:
+                norm = window.grad_norm  # a DTensor under FSDP
+                metrics["grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+            if c.peak_flops is not None:
+                metrics["mfu"] = model_flops_utilisation(self.flops_per_token, tokens_per_s,
+                                                         c.peak_flops, procs.world_size)
+        if step in self.eval_steps or step == stop_step:
+            loop.val_loss_last = validation_loss(self.forward, self.model, self.val_set, c, procs,
+                                                 self.autocast)
+            if step in self.eval_steps:
+                loop.val_loss_best = min(loop.val_loss_best, loop.val_loss_last)
+            # an evaluation off the plan (a max_steps cut) counts for this report but is not
+            # carried on, so a run resumed after the cut continues exactly as if never cut
+            metrics.update({"val/loss": loop.val_loss_last, "val/loss_best": loop.best()})
+        return metrics
+
+    def final_metrics(self, step: int, wall_start: float) -> dict[str, float]:
+        return {"final/val_loss": self.loop.val_loss_last, "final/val_loss_best": self.loop.best(),
+                "final/wall_s": time.perf_counter() - wall_start,
+                "final/tokens_per_s": self.tokens_per_s(step), "num_params_actual": self.num_params_actual}
+
+    def tokens_per_s(self, step: int) -> float:
+        trained = (step - self.start_step) * self.c.tokens_per_step
+        return trained / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    def run(self, reporter: Reporter, stop_step: int, checkpoint_dir: str | None,
+            keep_checkpoints: int, wall_start: float) -> TrainResult:
+        c, procs, loop = self.c, self.procs, self.loop
+        last_checkpoint = self.resumed_from
+        if loop.step == 0:  # the untrained model opens every curve
+            metrics = self.point(0, None, stop_step)
+            if stop_step == 0:
+                metrics.update(self.final_metrics(0, wall_start))
+            if procs.is_main:
+                reporter(metrics, None)
+        elif loop.step >= stop_step:  # resumed at the end: report the stored final evaluation again
+            metrics = {**self.position(loop.step), **self.final_metrics(loop.step, wall_start)}
+            if procs.is_main:
+                reporter(metrics, self.resumed_from)
+
+        window = _Window(start_step=loop.step, start_time=time.perf_counter())
+        while loop.step < stop_step:
+            step = loop.step + 1  # optimizer steps done once this one is
+            is_checkpoint = checkpoint_dir is not None and (step % c.checkpoint_every_steps == 0
+                                                            or step == stop_step)
+            is_log = (step % c.log_every_steps == 0 or step in self.eval_steps or is_checkpoint
+                      or step == stop_step)
+            self.train_step(loop.step, window, need_norm=is_log)
+            loop.step = step
+            if not is_log:
+                continue
+            metrics = self.point(step, window, stop_step)
+            written = None
+            if is_checkpoint and checkpoint_dir is not None:
+                written = write_checkpoint(checkpoint_dir, c, self.model, self.optimizer,
+                                           loop.to_dict(), procs)
+                last_checkpoint = written
+            if step == stop_step:
+                metrics.update(self.final_metrics(step, wall_start))
+            if procs.is_main:
+                reporter(metrics, written)
+                if written is not None and checkpoint_dir is not None:
+                    prune_checkpoints(checkpoint_dir, keep_checkpoints)
+            window = _Window(start_step=step, start_time=time.perf_counter())
+
+        return TrainResult(trial_id=c.trial_id, steps_done=loop.step, tokens=loop.step * c.tokens_per_step,
+                           completed=loop.step == c.steps, final_val_loss=loop.val_loss_last,
+                           final_val_loss_best=loop.best(), wall_s=time.perf_counter() - wall_start,
+                           tokens_per_s=self.tokens_per_s(loop.step),
+                           num_params_actual=self.num_params_actual, checkpoint_dir=last_checkpoint)
+
+
+def _check_same_trial(saved: TrialConfig, current: TrialConfig) -> None:
+    differ = [f.name for f in fields(TrialConfig) if f.name not in HOW_FIELDS
+              and getattr(saved, f.name) != getattr(current, f.name)]
+    if differ:
+        raise ValueError(f"the checkpoint was written by a different trial (fields {', '.join(differ)} "
+                         "differ): resume only with the config that wrote it, changing how-fields at most")
