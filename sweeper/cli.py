@@ -18,6 +18,8 @@ from sweeper.console import UserError, fail
 COMMAND_MODULES = (
     "sweeper.commands.spec_commands",
     "sweeper.data.command",
+    "sweeper.commands.train_commands",
+    "sweeper.commands.run_commands",
     "sweeper.fit.command",
 )
 

@@ -37,8 +37,13 @@ def _fix(text: str) -> tuple[str, float]:
 
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("specs", nargs="*", metavar="SPEC",
-                        help="sweep specs whose finished trials to read from the tracking store "
-                             "(not available yet: use --from-csv)")
+                        help="sweep specs whose finished trials to read from the profile's tracking "
+                             "store, pooled (a trial in several specs counts once)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--backend", metavar="FILE", help="backend profile (default: backends/local.yaml)")
+    group.add_argument("--cluster", action="store_true", help="use backends/cluster.yaml")
+    parser.add_argument("--loss", choices=("final", "best"), default="final",
+                        help="SPEC input: each trial's final validation loss (default) or its best")
     parser.add_argument("--from-csv", type=Path, metavar="FILE",
                         help="trials as CSV: params, tokens, loss, optional unique_tokens, family, "
                              "seed (a row without unique_tokens, or with tokens ≤ unique_tokens, "
@@ -83,16 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _analyse(args: argparse.Namespace) -> Analysis:
     from sweeper.console import UserError
 
-    if args.specs:
-        raise UserError("reading trials from a tracking store (SPEC arguments) needs "
-                        "`sweeper results`, which this version does not have; export the trials "
-                        "to CSV and pass --from-csv FILE")
-    if args.from_csv is None:
-        raise UserError("no input: pass --from-csv FILE (columns params, tokens, loss, optional "
-                        "unique_tokens, family, seed)")
+    if args.specs and args.from_csv is not None:
+        raise UserError("pass SPEC files or --from-csv FILE, not both")
+    if not args.specs and args.from_csv is None:
+        raise UserError("no input: pass SPEC files (their finished trials in MLflow) or --from-csv FILE "
+                        "(columns params, tokens, loss, optional unique_tokens, family, seed)")
 
     from sweeper.fit.analysis import FitOptions, analyse
-    from sweeper.fit.table import average_seeds, read_csv
+    from sweeper.fit.table import average_seeds, from_rows, read_csv
 
     try:
         options = FitOptions(fixed=tuple(args.fix), tie_exponents=args.tie,
@@ -100,10 +103,31 @@ def _analyse(args: argparse.Namespace) -> Analysis:
                              confidence=args.confidence, cv_folds=args.cv_folds)
     except ValueError as error:
         raise UserError(str(error)) from None
-    trials = read_csv(args.from_csv)
+    trials = read_csv(args.from_csv) if args.from_csv is not None else \
+        from_rows(_spec_rows(args), source=" + ".join(args.specs), loss=args.loss)
     observations = average_seeds(trials)
     counts = {name: int((trials.family == name).sum()) for name in observations.families()}
     return analyse(observations, counts, options)
+
+
+def _spec_rows(args: argparse.Namespace) -> list[dict]:
+    """Finished trials of every spec's plan, from the profile's tracking store; each trial once."""
+    from sweeper.commands.run_commands import finished_rows
+    from sweeper.commands.spec_commands import load_profile_for
+    from sweeper.plan import plan_sweep
+    from sweeper.run import tracking_uri
+    from sweeper.spec import load_spec
+    from sweeper.tracking import Tracking, check_reachable
+
+    rows: dict[str, dict] = {}
+    for path in args.specs:
+        spec = load_spec(path)
+        profile = load_profile_for(args, path)
+        uri = tracking_uri(profile)
+        check_reachable(uri)
+        for row in finished_rows(plan_sweep(spec, profile), Tracking(uri, spec.experiment)):
+            rows.setdefault(row["trial_id"], row)
+    return list(rows.values())
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -137,7 +161,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     analysis = _analyse(args)
     try:
-        written = report.write_report(analysis, args.out, source=str(args.from_csv))
+        source = str(args.from_csv) if args.from_csv is not None else " + ".join(args.specs)
+        written = report.write_report(analysis, args.out, source=source)
     except OSError as error:
         raise UserError(f"cannot write the report into {args.out}: "
                         f"{error.strerror or error}") from None

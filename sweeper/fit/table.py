@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,23 @@ def _number(text: str, *, where: str, column: str, allow_empty: bool) -> float:
     if not math.isfinite(value) or value <= 0:
         raise UserError(f"{where}: column '{column}': expected a positive number, got {text!r}")
     return value
+
+
+def from_rows(rows: Sequence[Mapping[str, Any]], *, source: str, loss: str = "final") -> Trials:
+    """Trials from result rows (`sweeper results`: family, params, tokens, unique_tokens, loss,
+    loss_best, seed); `loss="best"` takes each trial's best validation loss instead of its final one."""
+    if not rows:
+        raise UserError(f"{source}: no finished trials in the tracking store; run the sweep first")
+    key = "loss" if loss == "final" else "loss_best"
+    return Trials(
+        family=_frozen([str(r["family"]) for r in rows], object),
+        num_params=_frozen([float(r["params"]) for r in rows], float),
+        tokens=_frozen([float(r["tokens"]) for r in rows], float),
+        unique_tokens=_frozen([float(r["unique_tokens"]) for r in rows], float),
+        loss=_frozen([float(r[key]) for r in rows], float),
+        seed=_frozen([str(r["seed"]) for r in rows], object),
+        source=source,
+    )
 
 
 def read_csv(path: Path) -> Trials:

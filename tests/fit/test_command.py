@@ -121,10 +121,20 @@ def test_unusable_input_exits_two_with_one_line(tmp_path: Path, content: str | N
     assert str(path) in captured.err.replace("\n", "")
 
 
-def test_spec_arguments_point_to_from_csv(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["fit", "sweeps/grid.yaml"]) == 2
-    err = capsys.readouterr().err
-    assert "sweeper results" in err and "--from-csv" in err
+def test_a_spec_with_nothing_finished_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    profile = tmp_path / "profile.yaml"
+    profile.write_text((repo / "backends" / "local.yaml").read_text().replace(
+        "sqlite:///mlflow.db", f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    spec = repo / "tests" / "specs" / "smoke.yaml"
+    assert main(["fit", str(spec), "--backend", str(profile)]) == 2
+    assert "no finished trials in the tracking store; run the sweep first" in capsys.readouterr().err
+
+
+def test_specs_and_a_csv_together_are_refused(two_families: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "sweeps/grid.yaml", "--from-csv", str(two_families)]) == 2
+    assert "pass SPEC files or --from-csv FILE, not both" in capsys.readouterr().err
 
 
 def test_no_input_is_a_user_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,262 @@
+"""The driver: preflight, dedupe, data, then Ray Tune over the trials still to train.
+
+Order matters for a user's trust: everything that can fail on their input (spec, profile, MLflow,
+storage, data) is checked before Ray starts, and trials that MLflow holds as FINISHED are left
+out before Ray starts too, so a finished sweep answers "nothing to train" in seconds. Tune runs
+the remaining trials as an explicit list (the planner owns expansion), each with its planned
+resources, under the profile's concurrency; its storage keeps checkpoints under
+`{storage}/{experiment}/{trial_id}/` so any later run resumes them (see sweeper.worker).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweeper.console import UserError, console
+from sweeper.plan import Plan, Trial
+from sweeper.profile import Profile, resolve_env
+from sweeper.spec import SweepSpec
+from sweeper.tracking import Tracking, check_reachable
+from sweeper.units import fmt_duration
+
+DRIVER_FILE = "driver.json"  # who is running this sweep, for `sweeper stop`
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Selection:
+    """Which planned trials this run trains, and why the others are left out."""
+
+    to_run: tuple[Trial, ...]
+    finished: tuple[Trial, ...]
+    failed: tuple[tuple[Trial, str], ...]  # left out: FAILED before, no --retry-failed
+
+    def summary(self, total: int) -> str:
+        parts = [f"{len(self.finished)} finished"]
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed before (skipped; --retry-failed runs them again)")
+        parts.append(f"{len(self.to_run)} to run")
+        return f"{total} trials: " + ", ".join(parts)
+
+
+def storage_root(profile: Profile) -> str:
+    """The profile's storage as a URI Ray and pyarrow understand (absolute path or s3://)."""
+    path = resolve_env(profile.storage.path, f"{profile.file} storage.path")
+    if "://" in path:
+        return path.rstrip("/")
+    return str(Path(path).expanduser().resolve())
+
+
+def tracking_uri(profile: Profile) -> str:
+    return resolve_env(profile.mlflow.tracking_uri, f"{profile.file} mlflow.tracking_uri")
+
+
+def select(plan: Plan, tracking: Tracking, *, rerun: Sequence[str], retry_failed: bool,
+           trials: Sequence[Trial]) -> Selection:
+    unknown = [i for i in rerun if i not in {t.id for t in plan.trials}]
+    if unknown:
+        raise UserError(f"--rerun {unknown[0]}: no trial with this id in the plan of {plan.spec_name}")
+    records = tracking.trial_records([t.id for t in trials])
+    to_run, finished, failed = [], [], []
+    for trial in trials:
+        record = records.get(trial.id)
+        status = record.status if record else None
+        if trial.id in rerun:
+            to_run.append(trial)
+        elif status == "FINISHED":
+            finished.append(trial)
+        elif status == "FAILED" and not retry_failed:
+            failed.append((trial, record.failure or "no reason recorded"))  # type: ignore[union-attr]
+        else:
+            to_run.append(trial)
+    return Selection(to_run=tuple(to_run), finished=tuple(finished), failed=tuple(failed))
+
+
+def preflight_storage(root: str) -> None:
+    if "://" in root:
+        return  # remote storage is checked by the data layer, which writes there first
+    folder = Path(root)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"storage {root} is not writable ({error.strerror})") from None
+
+
+def run_sweep(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence[Trial], rerun: Sequence[str] = (),
+              retry_failed: bool = False, max_device_hours: float | None = None) -> int:
+    uri = tracking_uri(profile)
+    check_reachable(uri)
+    root = storage_root(profile)
+    preflight_storage(root)
+    tracking = Tracking(uri, spec.experiment)
+    selection = select(plan, tracking, rerun=rerun, retry_failed=retry_failed, trials=trials)
+    console.print(selection.summary(len(trials)))
+    if not selection.to_run:
+        console.print("nothing to train" + (f"; `sweeper results {spec.file}` lists them" if selection.finished else ""))
+        return 0 if not selection.failed else 1
+    device_hours = sum(t.device_seconds for t in selection.to_run) / 3600
+    if max_device_hours is not None and device_hours > max_device_hours:
+        raise UserError(f"the {len(selection.to_run)} trials to run need an estimated {device_hours:,.2f} "
+                        f"device-hours, more than --max-device-hours {max_device_hours:g}")
+    estimate_s = _makespan(plan, selection.to_run)
+    console.print(f"estimated {fmt_duration(estimate_s)} on {profile.name} ({profile.hardware.name}, "
+                  f"{profile.concurrency} concurrent; {profile.hardware.assumption()})")
+
+    data = prepare_data(spec, [t.unique_tokens for t in trials], profile)
+    plan_json = _plan_json(spec, plan)
+    parent = tracking.sweep_run(spec.name, spec_texts={f: Path(f).read_text() for f in spec.files}, plan=plan_json)
+    return _tune(spec, profile, selection, tracking, parent, data, root, estimate_s)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreparedData:
+    location: Any  # what a worker opens its pool from (the data manifest)
+    tags: dict[str, str]  # for every trial's MLflow run
+
+
+def prepare_data(spec: SweepSpec, unique_tokens: Sequence[int], profile: Profile) -> PreparedData:
+    from sweeper.console import console as out
+    from sweeper.data import StorageLocation
+    from sweeper.data.command import prepare_with_progress
+
+    prepared = prepare_with_progress(spec, unique_tokens, StorageLocation.from_profile(profile), console=out)
+    manifest = prepared.manifest
+    tags = {"sweeper.sweep": spec.name, "data.cache": manifest.uri, "data.key": manifest.key,
+            "data.tokenizer_fingerprint": manifest.tokenizer.fingerprint}
+    tags.update({f"pool.{pool.unique_tokens}": str(pool.tokens) for pool in manifest.pools})
+    return PreparedData(location=manifest, tags=tags)
+
+
+def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tracking, parent: str, data: Any,
+          root: str, estimate_s: float) -> int:
+    import torch  # noqa: F401  (torch before Ray: Ray first can break torch's oneMKL loading)
+
+    # Our own view and MLflow replace Tune's console reporter and its TensorBoard and CSV files;
+    # its result.json per trial stays (added below), for Tune's own bookkeeping and for debugging.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    import ray
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from sweeper.progress import SweepCallback
+    from sweeper.trainer import METRICS
+    from sweeper.worker import build_trial_config, run_trial
+
+    hardware = profile.hardware
+    device = "cpu" if hardware.accelerator == "cpu" else "auto"
+    payloads = [{
+        "trial_config": build_trial_config(t, vocab_size=spec.vocab_size, device=device,
+                                           peak_flops=hardware.peak_flops),
+        "resources": dict(t.sizing.resources),
+        "threads": t.sizing.resources.get("CPU", 1),
+        "data": data.location,
+        "trial_dir": f"{root}/{spec.experiment}/{t.id}",
+    } for t in selection.to_run]
+
+    address = profile.ray.address
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address == "embedded":
+        # In-process and bound to loopback: Ray's token auth guards nothing here.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", include_dashboard=False, **quiet,
+                 num_cpus=hardware.devices_per_node * hardware.cpus_per_trial if hardware.accelerator == "cpu" else None)
+    else:
+        ray.init(address=resolve_env(address, f"{profile.file} ray.address"), **quiet)
+
+    trainable = tune.with_resources(run_trial, lambda config: tune.PlacementGroupFactory(
+        [config["sweeper"]["resources"]]))
+    callback = SweepCallback(tracking=tracking, parent_run_id=parent,
+                             trials={t.id: t for t in selection.to_run}, extra_tags=data.tags,
+                             metric_names=frozenset(METRICS), estimate_s=estimate_s)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"sweeper": tune.grid_search(payloads)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=profile.concurrency, reuse_actors=False,
+                                    trial_name_creator=lambda t: t.config["sweeper"]["trial_config"]["trial_id"],
+                                    trial_dirname_creator=lambda t: t.config["sweeper"]["trial_config"]["trial_id"]),
+        run_config=tune.RunConfig(name=spec.experiment, storage_path=root, verbose=0,
+                                  callbacks=[callback, JsonLoggerCallback()],
+                                  failure_config=tune.FailureConfig(max_failures=profile.retries),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                  progress_reporter=None),
+    )
+    driver_file = _claim(root, spec.experiment)
+    status = "FINISHED"
+    try:
+        with callback:
+            tuner.fit()
+    except KeyboardInterrupt:
+        status = "KILLED"
+    finally:
+        callback.close_open("killed")
+        driver_file.unlink(missing_ok=True)
+        ray.shutdown()
+    counts = callback.counts()
+    if counts["killed"] or counts["pending"]:
+        status = "KILLED"
+    elif counts["failed"]:
+        status = "FAILED"
+    tracking.finish_sweep(parent, status)
+    return _report(callback, status)
+
+
+def _report(callback: Any, status: str) -> int:
+    counts = callback.counts()
+    console.print(callback.summary_line())
+    failed = [s for s in callback.states.values() if s.state == "failed"]
+    for state in failed:
+        console.print(f"[red]failed[/] {state.trial.name} ({state.trial.id}): {state.reason}", markup=True)
+    if status == "KILLED":
+        console.print(f"stopped: {counts['killed'] + counts['pending']} trials not finished; "
+                      "run the same command again to resume them from their checkpoints")
+    return 0 if status == "FINISHED" else 1
+
+
+def _claim(root: str, experiment: str) -> Path:
+    """Record this driver's PID so `sweeper stop` can interrupt it gracefully (local storage)."""
+    folder = Path(root) / experiment if "://" not in root else Path.home() / ".cache" / "sweeper" / experiment
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / DRIVER_FILE
+    path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+    return path
+
+
+def stop_sweep(root: str, experiment: str) -> str:
+    """Interrupt a running driver on this machine as Ctrl-C would; running trials end KILLED."""
+    folder = Path(root) / experiment if "://" not in root else Path.home() / ".cache" / "sweeper" / experiment
+    path = folder / DRIVER_FILE
+    if not path.is_file():
+        raise UserError(f"no sweep of experiment {experiment!r} is running from {root}")
+    info = json.loads(path.read_text())
+    if info.get("host") != socket.gethostname():
+        raise UserError(f"the sweep runs on {info.get('host')}; run `sweeper stop` there")
+    try:
+        os.kill(int(info["pid"]), signal.SIGINT)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        raise UserError(f"the sweep's driver (pid {info['pid']}) is gone; nothing to stop") from None
+    return f"asked the sweep's driver (pid {info['pid']}) to stop; running trials end KILLED and resume next run"
+
+
+def _makespan(plan: Plan, trials: Sequence[Trial]) -> float:
+    import dataclasses
+
+    return dataclasses.replace(plan, trials=tuple(trials)).makespan_seconds()
+
+
+def _plan_json(spec: SweepSpec, plan: Plan) -> dict[str, Any]:
+    from sweeper.commands.plan_output import plan_json
+
+    return plan_json(spec, plan)

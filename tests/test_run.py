@@ -1,0 +1,224 @@
+"""`sweeper run` end to end on the smoke spec: real Ray (in-process), real MLflow (sqlite), real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import LOCAL_PROFILE, REPO
+
+pytestmark = pytest.mark.slow
+
+SMOKE = REPO / "tests" / "specs" / "smoke.yaml"
+
+
+def write_profile(folder: Path, *, sustained_flops: float = 4e10, retries: int = 2) -> Path:
+    text = LOCAL_PROFILE.read_text()
+    text = text.replace("tracking_uri: sqlite:///mlflow.db", f"tracking_uri: sqlite:///{folder / 'mlflow.db'}")
+    text = text.replace("path: sweeper-store", f"path: {folder / 'store'}")
+    text = text.replace("sustained_flops: 4.0e10", f"sustained_flops: {sustained_flops}")
+    text = text.replace("retries: 2", f"retries: {retries}")
+    path = folder / "profile.yaml"
+    path.write_text(text)
+    return path
+
+
+def sweeper(*args: object, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "sweeper.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, **kwargs)
+
+
+def runs(db: Path, experiment: str = "sweeper-smoke") -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+def test_smoke_sweep_end_to_end_then_nothing_to_do(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path)
+    result = sweeper("run", SMOKE, "--backend", profile)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 trials: 0 finished, 2 to run" in result.stdout
+
+    all_runs = runs(tmp_path / "mlflow.db")
+    parents = [r for r in all_runs if r.data.tags.get("sweeper.kind") == "sweep"]
+    children = [r for r in all_runs if r.data.tags.get("sweeper.kind") == "trial"]
+    assert len(parents) == 1 and len(children) == 2
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        for tag in ("sweeper.trial_id", "family", "model", "num_params", "unique_tokens", "unique_tokens_actual",
+                    "epochs", "tokens", "flops", "sweeper.git_commit", "sweeper.version.torch", "data.key"):
+            assert child.data.tags.get(tag), tag
+        assert child.data.tags["unique_tokens_actual"] == "4000"
+        val = [(m.step, m.value) for m in client.get_metric_history(child.info.run_id, "val/loss")]
+        steps = [s for s, _ in val]
+        assert steps[0] == 0 and steps == sorted(set(steps)) and steps[-1] == 63 * 8 * 16
+        assert val[-1][1] < val[0][1]  # it learned something
+        assert child.data.metrics["final/val_loss"] == pytest.approx(val[-1][1])
+        train = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+        assert train == sorted(set(train))
+
+    start = time.perf_counter()
+    again = sweeper("run", SMOKE, "--backend", profile)
+    assert again.returncode == 0, again.stderr
+    assert time.perf_counter() - start < 60
+    assert "2 trials: 2 finished, 0 to run" in again.stdout and "nothing to train" in again.stdout
+    assert "Ray" not in again.stdout + again.stderr and len(runs(tmp_path / "mlflow.db")) == 3
+
+
+LONG = """\
+version: 1
+name: long
+data:
+  train: {kind: synthetic, states: 16, symbols: 64, branching: 2, emissions: 2, document_length: 256, seed: 0}
+  tokenizer: {kind: symbols, vocab_size: 65}
+  seq_len: 16
+  validation_tokens: 1024
+train: {batch_sequences: 8, lr_peak: 3e-3, lr_min: 3e-4, dropout: 0.0, precision: fp32, eval_points: 4,
+        mdm_eval_samples: 2, compile: false, checkpoint_every_minutes: 0.05}
+models:
+  smoke-1L: {d_model: 32, layers: 1, heads: 2, h_f: 64}
+grid: {family: FAMILY, model: smoke-1L, unique_tokens: 4k, epochs: EPOCHS}
+tracking: {experiment: sweeper-long}
+"""
+
+
+def long_spec(folder: Path, family: str = "ar", epochs: int = 150, extra: str = "") -> Path:
+    path = folder / "long.yaml"
+    path.write_text(LONG.replace("FAMILY", family).replace("EPOCHS", str(epochs)) + extra)
+    return path
+
+
+def wait_for_checkpoint(store: Path, process: subprocess.Popen, timeout_s: float = 240) -> Path:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = sorted(store.glob("sweeper-long/*/checkpoint_*/.metadata.json"))
+        if found:
+            return found[0]
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint appeared")
+
+
+def start(*args: object) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([sys.executable, "-m", "sweeper.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+
+
+def trial_workers() -> list[int]:
+    """PIDs of Ray worker processes running a trial (their title is ray::ImplicitFunc...)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"ImplicitFunc" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def only_trial_run(db: Path):
+    children = [r for r in runs(db, "sweeper-long") if r.data.tags.get("sweeper.kind") == "trial"]
+    assert len(children) == 1
+    return children[0]
+
+
+def assert_clean_curve(db: Path, run_id: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    for key in ("train/loss", "val/loss"):
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert steps == sorted(set(steps)), f"{key} has a repeated or unordered step"
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, sustained_flops=1e8)
+    driver = start("run", long_spec(tmp_path), "--backend", profile)
+    wait_for_checkpoint(tmp_path / "store", driver)
+    workers = trial_workers()
+    assert workers
+    kill(workers)
+    out, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, out
+    assert "retrying ar-smoke-1L-U4k-e150 from its last checkpoint" in out
+    run = only_trial_run(tmp_path / "mlflow.db")
+    assert run.info.status == "FINISHED"
+    assert int(run.data.tags["sweeper.resumed_at_tokens"]) > 0
+    assert_clean_curve(tmp_path / "mlflow.db", run.info.run_id)
+
+
+def test_a_killed_driver_resumes_on_the_next_run(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, sustained_flops=1e8)
+    spec = long_spec(tmp_path)
+    driver = start("run", spec, "--backend", profile)
+    wait_for_checkpoint(tmp_path / "store", driver)
+    os.killpg(driver.pid, signal.SIGKILL)  # the whole process group: as if the machine went down
+    driver.wait()
+    kill(trial_workers())
+    assert only_trial_run(tmp_path / "mlflow.db").info.status == "RUNNING"
+    again = sweeper("run", spec, "--backend", profile)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 trials: 0 finished, 1 to run" in again.stdout and "resumed ar-smoke-1L-U4k-e150" in again.stdout
+    run = only_trial_run(tmp_path / "mlflow.db")
+    assert run.info.status == "FINISHED" and int(run.data.tags["sweeper.resumed_at_tokens"]) > 0
+    assert_clean_curve(tmp_path / "mlflow.db", run.info.run_id)
+
+
+def test_stop_marks_running_trials_killed_and_they_resume(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, sustained_flops=1e8)
+    spec = long_spec(tmp_path)
+    driver = start("run", spec, "--backend", profile)
+    wait_for_checkpoint(tmp_path / "store", driver)
+    stopped = sweeper("stop", spec, "--backend", profile)
+    assert stopped.returncode == 0 and "asked the sweep's driver" in stopped.stdout
+    out, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 1 and "run the same command again to resume" in out
+    assert only_trial_run(tmp_path / "mlflow.db").info.status == "KILLED"
+    status = sweeper("status", spec, "--backend", profile)
+    assert "KILLED" in status.stdout
+    again = sweeper("run", spec, "--backend", profile)
+    assert again.returncode == 0 and "resumed ar-smoke-1L-U4k-e150" in again.stdout
+    assert only_trial_run(tmp_path / "mlflow.db").info.status == "FINISHED"
+
+
+def test_a_diverging_trial_fails_at_once_and_the_others_finish(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path)
+    spec = long_spec(tmp_path, family="[ar, mdm]", epochs=4,
+                     extra="overrides:\n  - when: {family: mdm}\n    set: {lr_peak: 1e4, lr_min: 1.0, grad_clip: null}\n")
+    result = sweeper("run", spec, "--backend", profile)
+    assert result.returncode == 1, result.stdout
+    assert "retrying" not in result.stdout
+    assert "failed mdm-smoke-1L-U4k-e4" in result.stdout and "training loss is" in result.stdout
+    by_family = {r.data.tags["family"]: r for r in runs(tmp_path / "mlflow.db", "sweeper-long")
+                 if r.data.tags.get("sweeper.kind") == "trial"}
+    assert by_family["ar"].info.status == "FINISHED"
+    assert by_family["mdm"].info.status == "FAILED"
+    assert "diverged" in by_family["mdm"].data.tags["sweeper.failure"]
+    again = sweeper("run", spec, "--backend", profile)
+    assert "1 failed before (skipped; --retry-failed runs them again)" in again.stdout
