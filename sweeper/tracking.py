@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import logging
 import subprocess
 import time
 import urllib.error
@@ -79,6 +80,7 @@ class Tracking:
     def __init__(self, tracking_uri: str, experiment: str):
         from mlflow.tracking import MlflowClient
 
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.client = MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
