@@ -62,6 +62,7 @@ def loss_vs_flops(analysis: Analysis, path: Path) -> str | None:
                                 sharey=True)
     crit = {point.unique_tokens: point for point in analysis.points}
     shared: dict[str, object] = {}  # one legend entry per family and line kind, below the panels
+    observed = np.concatenate([fit.observations.loss for fit in analysis.families.values()])
     for ax, budget in zip(axes[0], panels, strict=True):
         for fit in analysis.families.values():
             rows = fit.observations if budget is None else fit.observations.select(
@@ -93,6 +94,9 @@ def loss_vs_flops(analysis: Analysis, path: Path) -> str | None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="upper right")
     axes[0][0].set_ylabel("validation loss (nats/token)")
+    if observed.size:  # the runs set the scale; a poorly identified law may leave the frame
+        span = max(float(observed.max() - observed.min()), 0.05)
+        axes[0][0].set_ylim(float(observed.min()) - 0.15 * span, float(observed.max()) + 0.15 * span)
     figure.legend(list(shared.values()), list(shared), loc="lower center",
                   ncol=min(4, len(shared)), fontsize=9, frameon=False)
     figure.tight_layout(rect=(0, 0.1 if len(shared) <= 4 else 0.16, 1, 1))

@@ -36,17 +36,20 @@ def best_loss(law: laws.DataConstrainedLaw, flops: np.ndarray | float,
     log_params = _LOG10_PARAMS[None, :]
     params = 10.0**log_params
     tokens = 10.0 ** (log_flops[:, None] - log_params) / 6.0
-    loss = laws.data_constrained_loss(law, params, tokens, unique_tokens)
-    i = np.clip(np.argmin(loss, axis=1), 1, len(_LOG10_PARAMS) - 2)
-    rows = np.arange(len(log_flops))
-    left, mid, right = loss[rows, i - 1], loss[rows, i], loss[rows, i + 1]
-    curvature = left - 2.0 * mid + right
-    step = _LOG10_PARAMS[1] - _LOG10_PARAMS[0]
-    shift = np.where(curvature > 0, 0.5 * (left - right) / np.where(curvature > 0, curvature, 1.0),
-                     0.0)
-    shift = np.clip(shift, -1.0, 1.0)
-    best_log_params = _LOG10_PARAMS[i] + shift * step
-    best = mid - 0.25 * (left - right) * shift
+    # Extreme corners of the grid (a law at a search bound) can overflow: they are never the minimum.
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss = laws.data_constrained_loss(law, params, tokens, unique_tokens)
+        loss = np.where(np.isfinite(loss), loss, np.inf)
+        i = np.clip(np.argmin(loss, axis=1), 1, len(_LOG10_PARAMS) - 2)
+        rows = np.arange(len(log_flops))
+        left, mid, right = loss[rows, i - 1], loss[rows, i], loss[rows, i + 1]
+        curvature = left - 2.0 * mid + right
+        step = _LOG10_PARAMS[1] - _LOG10_PARAMS[0]
+        usable = np.isfinite(curvature) & (curvature > 0)
+        shift = np.where(usable, 0.5 * (left - right) / np.where(usable, curvature, 1.0), 0.0)
+        shift = np.clip(shift, -1.0, 1.0)
+        best_log_params = _LOG10_PARAMS[i] + shift * step
+        best = np.where(usable, mid - 0.25 * (left - right) * shift, mid)
     return best, 10.0**best_log_params
 
 

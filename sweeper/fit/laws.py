@@ -119,7 +119,8 @@ def excess_params_split(law: ChinchillaLaw, num_params: np.ndarray | float,
     N = np.asarray(num_params, dtype=float)
     U_D = np.fmin(np.asarray(tokens, dtype=float), np.asarray(unique_tokens, dtype=float))
     U_N = np.minimum(N, compute_optimal_params(law, flops_where_tokens_optimal(law, U_D)))
-    R_N = np.maximum(N / U_N - 1.0, 0.0)
+    with np.errstate(divide="ignore"):  # U_N underflows to 0 for laws at a search bound: R_N = inf
+        R_N = np.maximum(N / U_N - 1.0, 0.0)
     return U_N, R_N
 
 
@@ -138,7 +139,8 @@ def data_constrained_loss(law: DataConstrainedLaw, num_params: np.ndarray | floa
     N_eff = effective_params(law, num_params, tokens, unique_tokens)
     D_eff = effective_tokens(tokens, unique_tokens, law.R_D_star)
     base = law.base
-    return base.E + base.A / N_eff**base.alpha + base.B / D_eff**base.beta
+    with np.errstate(divide="ignore"):  # N' or D' of 0 (degenerate law): the loss is +inf, as it should be
+        return base.E + base.A / N_eff**base.alpha + base.B / D_eff**base.beta
 
 
 def chinchilla_as_data_constrained(law: ChinchillaLaw) -> DataConstrainedLaw:
