@@ -23,7 +23,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 quickstart: setup
-	$(BIN)/sweeper plan sweeps/quickstart.yaml
+	$(BIN)/sweeper run sweeps/quickstart.yaml
+	$(BIN)/sweeper report sweeps/quickstart.yaml --out reports/quickstart
+	@echo "Browse every curve: $(BIN)/sweeper ui   (then open the printed URL)"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -146,6 +146,8 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
     # its result.json per trial stays (added below), for Tune's own bookkeeping and for debugging.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Many short trials finishing together trip Tune's checkpoint-sync warning; it is harmless here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback

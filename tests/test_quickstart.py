@@ -1,0 +1,55 @@
+"""The README's main job, once: the quickstart sweep end to end, then the fit and report (about ten
+minutes on two cores). Everything else trains the smoke spec."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from test_run import runs, sweeper, write_profile
+
+pytestmark = pytest.mark.slow
+
+
+def unigram_cross_entropy(profile: Path, spec_path: Path, unique_tokens: int) -> float:
+    """Nats/token on the validation set of the pool's add-one-smoothed unigram distribution."""
+    import numpy as np
+
+    from sweeper.data import StorageLocation, find, open_pool, open_validation
+    from sweeper.profile import load_profile
+    from sweeper.spec import load_spec
+
+    spec = load_spec(spec_path)
+    manifest = find(spec.data, StorageLocation.from_profile(load_profile(profile)))
+    counts = np.bincount(open_pool(manifest, unique_tokens), minlength=spec.vocab_size) + 1.0
+    log_p = np.log(counts / counts.sum())
+    return float(-log_p[open_validation(manifest)].mean())
+
+
+def test_quickstart_end_to_end(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path)
+    spec = REPO / "sweeps" / "quickstart.yaml"
+    start = time.perf_counter()
+    result = sweeper("run", spec, "--backend", profile, timeout=1800)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "30 trials: 0 finished, 30 to run" in result.stdout
+    children = [r for r in runs(tmp_path / "mlflow.db", "quickstart") if r.data.tags.get("sweeper.kind") == "trial"]
+    assert len(children) == 30 and {r.info.status for r in children} == {"FINISHED"}
+    assert len({r.data.tags["sweeper.trial_id"] for r in children}) == 30
+    print(f"quickstart trained in {elapsed:.0f} s")
+
+    # The AR model learns more than token frequencies: it ends below the cross-entropy that the
+    # pool's unigram distribution scores on the validation set.
+    by_name = {r.info.run_name: r for r in children}
+    unigram = unigram_cross_entropy(profile, spec, 300_000)
+    assert by_name["ar-qs-1M-U300k-e1"].data.metrics["final/val_loss"] < unigram - 0.5
+
+    out = tmp_path / "report"
+    report = sweeper("report", spec, "--backend", profile, "--out", out, "--bootstrap", "200")
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert len(list((out / "figures").glob("*.png"))) >= 4
