@@ -34,6 +34,7 @@ def serve_ui(tracking_uri: str, *, port: int, experiment: str | None) -> int:
     command = [str(mlflow), "server", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
                "--port", str(port), "--workers", "1"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server with us, as Ctrl-C does
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(base + "/health", process)
@@ -47,6 +48,10 @@ def serve_ui(tracking_uri: str, *, port: int, experiment: str | None) -> int:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=15)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
