@@ -58,6 +58,9 @@ def measure(preset: str, family: str, args: argparse.Namespace, peak: float | No
         device=args.device, peak_flops=peak)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    # each run compiles from scratch: graphs of earlier presets would otherwise count against
+    # dynamo's recompile limit and push it into dynamic shapes
+    torch._dynamo.reset()
     reports: list[dict] = []
     started = time.perf_counter()
     result = train(config, pool, val, lambda m, _: reports.append(m))

@@ -153,6 +153,7 @@ def paired_windows(s: Shape, family: str, device: str, precision: str, compiled:
         micro_batch=s.batch, eval_steps=(0, total), mdm_eval_samples=1,
         checkpoint_every_steps=total, log_every_steps=window_steps, precision=precision,
         compile=compiled, seed=0, device=device, peak_flops=None)
+    torch._dynamo.reset()  # compile from scratch: earlier runs' graphs do not count against this one
     reference = ReferenceLoop(s, family, device)
     reference.window(window_steps)  # warmup
     trainer_rates: list[float] = []

@@ -35,6 +35,7 @@ class TrialConfig:
     unique_tokens: int  # U: the pool the trial reads holds this many tokens
     epochs: float
     tokens: int  # planned D = U * epochs
+    seed: int  # weights, sample order, mdm masks and dropout all follow from it
 
     # model
     vocab_size: int  # the tokenizer's own size; the mdm mask id is vocab_size
@@ -69,7 +70,6 @@ class TrialConfig:
     # how (none of these change what is trained, only where and how fast)
     precision: Precision
     compile: bool
-    seed: int
     device: str  # "cpu", "cuda", "cuda:1", or "auto" (cuda when available)
     peak_flops: float | None  # per device, for mfu; None: no mfu metric
     parallelism: Parallelism = "ddp"  # with several processes: replicate (ddp) or shard (fsdp)

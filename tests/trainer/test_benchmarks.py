@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from sweeper.presets import PAPER_VOCAB_SIZE, PRESETS, num_params_actual
 
 REPO = Path(__file__).resolve().parents[2]
