@@ -154,7 +154,7 @@ class SweepCallback(Callback):
             self.live = None
 
     def _say(self, line: str) -> None:
-        console.print(line) if self.live is None else self.live.console.print(line)
+        (console if self.live is None else self.live.console).print(line, markup=False, highlight=False)
         self._refresh()
 
     def _refresh(self) -> None:

@@ -59,7 +59,7 @@ def tracking_uri(profile: Profile) -> str:
     return resolve_env(profile.mlflow.tracking_uri, f"{profile.file} mlflow.tracking_uri")
 
 
-def select(plan: Plan, tracking: Tracking, *, rerun: Sequence[str], retry_failed: bool,
+def select_to_run(plan: Plan, tracking: Tracking, *, rerun: Sequence[str], retry_failed: bool,
            trials: Sequence[Trial]) -> Selection:
     unknown = [i for i in rerun if i not in {t.id for t in plan.trials}]
     if unknown:
@@ -100,7 +100,7 @@ def run_sweep(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence
     root = storage_root(profile)
     preflight_storage(root)
     tracking = Tracking(uri, spec.experiment)
-    selection = select(plan, tracking, rerun=rerun, retry_failed=retry_failed, trials=trials)
+    selection = select_to_run(plan, tracking, rerun=rerun, retry_failed=retry_failed, trials=trials)
     console.print(selection.summary(len(trials)))
     if not selection.to_run:
         console.print("nothing to train" + (f"; `sweeper results {spec.file}` lists them" if selection.finished else ""))
@@ -215,11 +215,13 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
 
 
 def _report(callback: Any, status: str) -> int:
+    from rich.markup import escape
+
     counts = callback.counts()
     console.print(callback.summary_line())
     failed = [s for s in callback.states.values() if s.state == "failed"]
     for state in failed:
-        console.print(f"[red]failed[/] {state.trial.name} ({state.trial.id}): {state.reason}", markup=True)
+        console.print(f"[red]failed[/] {state.trial.name} ({state.trial.id}): {escape(str(state.reason))}")
     if status == "KILLED":
         console.print(f"stopped: {counts['killed'] + counts['pending']} trials not finished; "
                       "run the same command again to resume them from their checkpoints")
