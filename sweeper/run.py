@@ -228,19 +228,23 @@ def _report(callback: Any, status: str) -> int:
     return 0 if status == "FINISHED" else 1
 
 
-def _claim(root: str, experiment: str) -> Path:
-    """Record this driver's PID so `sweeper stop` can interrupt it gracefully (local storage)."""
+def _driver_file(root: str, experiment: str) -> Path:
+    """Where a running driver records itself: beside the sweep's storage, or this machine's cache for s3://."""
     folder = Path(root) / experiment if "://" not in root else Path.home() / ".cache" / "sweeper" / experiment
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / DRIVER_FILE
+    return folder / DRIVER_FILE
+
+
+def _claim(root: str, experiment: str) -> Path:
+    """Record this driver's PID so `sweeper stop` can interrupt it gracefully."""
+    path = _driver_file(root, experiment)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
     return path
 
 
 def stop_sweep(root: str, experiment: str) -> str:
     """Interrupt a running driver on this machine as Ctrl-C would; running trials end KILLED."""
-    folder = Path(root) / experiment if "://" not in root else Path.home() / ".cache" / "sweeper" / experiment
-    path = folder / DRIVER_FILE
+    path = _driver_file(root, experiment)
     if not path.is_file():
         raise UserError(f"no sweep of experiment {experiment!r} is running from {root}")
     info = json.loads(path.read_text())

@@ -157,6 +157,14 @@ def assert_clean_curve(db: Path, run_id: str) -> None:
         assert steps == sorted(set(steps)), f"{key} has a repeated or unordered step"
 
 
+def assert_resumed_and_finished(db: Path) -> None:
+    """One run for the trial, FINISHED, resumed from a checkpoint past the start, no step logged twice."""
+    run = only_trial_run(db)
+    assert run.info.status == "FINISHED"
+    assert int(run.data.tags["sweeper.resumed_at_tokens"]) > 0
+    assert_clean_curve(db, run.info.run_id)
+
+
 def test_a_killed_worker_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     profile = write_profile(tmp_path, sustained_flops=1e8)
     driver = start("run", long_spec(tmp_path), "--backend", profile)
@@ -167,10 +175,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     out, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, out
     assert "retrying ar-smoke-1L-U4k-e150 from its last checkpoint" in out
-    run = only_trial_run(tmp_path / "mlflow.db")
-    assert run.info.status == "FINISHED"
-    assert int(run.data.tags["sweeper.resumed_at_tokens"]) > 0
-    assert_clean_curve(tmp_path / "mlflow.db", run.info.run_id)
+    assert_resumed_and_finished(tmp_path / "mlflow.db")
 
 
 def test_a_killed_driver_resumes_on_the_next_run(tmp_path: Path) -> None:
@@ -185,9 +190,7 @@ def test_a_killed_driver_resumes_on_the_next_run(tmp_path: Path) -> None:
     again = sweeper("run", spec, "--backend", profile)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "1 trials: 0 finished, 1 to run" in again.stdout and "resumed ar-smoke-1L-U4k-e150" in again.stdout
-    run = only_trial_run(tmp_path / "mlflow.db")
-    assert run.info.status == "FINISHED" and int(run.data.tags["sweeper.resumed_at_tokens"]) > 0
-    assert_clean_curve(tmp_path / "mlflow.db", run.info.run_id)
+    assert_resumed_and_finished(tmp_path / "mlflow.db")
 
 
 def test_stop_marks_running_trials_killed_and_they_resume(tmp_path: Path) -> None:
