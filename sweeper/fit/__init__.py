@@ -12,7 +12,7 @@ Modules, in the order data flows through them:
   bootstrap seeded bootstrap intervals and cross-validated R²
   frontier  best loss at a compute budget, ΔL = L_mdm − L_ar, C_crit(U) and its power law
   analysis  runs all of the above per family and says what was skipped and why
-  render    the terminal table and the JSON document
-  report    Markdown/HTML report with the figures
-  command   the `fit` and `report` subcommands
+  render    the terminal table, the JSON document and its flat MLflow metrics
+  report    Markdown/HTML report with the figures (and every trial's curve)
+  command   the `fit` and `report` subcommands, and their logging to the sweeps' MLflow runs
 """

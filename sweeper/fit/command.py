@@ -1,5 +1,9 @@
 """The `sweeper fit` and `sweeper report` subcommands.
 
+With SPEC input both read the finished trials from the profile's tracking store and log the
+fit (metrics `fit.*`, a tag naming the loss, fit.json; the report folder under `report/`) to
+each sweep's parent run, so the MLflow UI shows them beside the trials. A CSV input logs nothing.
+
 Only argparse and the standard library at module level: the CLI imports this module to build
 its parser, and `sweeper --help` must not wait for numpy, scipy or matplotlib.
 """
@@ -9,13 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the type only; importing it for real would pull in numpy
-    from sweeper.fit.analysis import Analysis
+if TYPE_CHECKING:  # the types only; importing them for real would pull in numpy and mlflow
+    from sweeper.fit.analysis import Analysis, FitOptions
+    from sweeper.fit.render import Loss
+    from sweeper.fit.report import WrittenReport
+    from sweeper.fit.table import TrialCurve
+    from sweeper.tracking import Tracking
 
 PARAMETER_KEYS = ("E", "A", "B", "alpha", "beta", "R_D_star", "R_N_star")
+CURVE_METRIC = "val/loss"  # sweeper.trainer.metrics; step = tokens seen
+TAG_FIT_LOSS = "sweeper.fit.loss"  # which loss of each trial the logged fit used: final or best
+TAG_FIT_SOURCE = "sweeper.fit.source"  # the specs whose trials it pooled
+REPORT_ARTIFACTS = "report"
 
 
 def _fix(text: str) -> tuple[str, float]:
@@ -60,6 +73,8 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folds of the cross-validated R² (default 0: leave-one-out)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the bootstrap and the folds (default 0)")
+    parser.add_argument("--no-log", action="store_true",
+                        help="SPEC input: do not log the fit to the sweeps' MLflow runs")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,14 +93,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report = subparsers.add_parser(
         "report", help="write the fit's report: Markdown, HTML and PNG figures",
         description="Fit as `sweeper fit` does and write report.md, report.html and the "
-                    "figures into --out.")
+                    "figures (with SPEC input also every trial's validation curve) into --out; "
+                    "with SPEC input the report is logged to each sweep's MLflow run as well.")
     _add_fit_arguments(report)
     report.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="folder for report.md, report.html and figures/ (created if missing)")
     report.set_defaults(handler=run_report)
 
 
-def _analyse(args: argparse.Namespace) -> Analysis:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sweep:
+    """One spec's sweep in its tracking store: where its trials' runs and its parent run live."""
+
+    spec_file: str
+    name: str
+    tracking: Tracking
+    run_ids: tuple[str, ...]  # the finished trials this spec contributed to the pooled rows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inputs:
+    """The trials to fit, where they came from, and which of their losses is fitted."""
+
+    rows: tuple[dict[str, Any], ...]  # `sweeper results` rows; empty for a CSV input
+    source: str
+    loss: Loss
+    sweeps: tuple[Sweep, ...]  # empty for a CSV input
+
+
+def _inputs(args: argparse.Namespace) -> Inputs:
     from sweeper.console import UserError
 
     if args.specs and args.from_csv is not None:
@@ -93,24 +129,39 @@ def _analyse(args: argparse.Namespace) -> Analysis:
     if not args.specs and args.from_csv is None:
         raise UserError("no input: pass SPEC files (their finished trials in MLflow) or --from-csv FILE "
                         "(columns params, tokens, loss, optional unique_tokens, family, seed)")
+    if args.from_csv is not None:
+        return Inputs(rows=(), source=str(args.from_csv), loss="csv", sweeps=())
+    rows, sweeps = _spec_rows(args)
+    return Inputs(rows=rows, source=" + ".join(args.specs), loss=args.loss, sweeps=sweeps)
 
-    from sweeper.fit.analysis import FitOptions, analyse
-    from sweeper.fit.table import average_seeds, from_rows, read_csv
+
+def _options(args: argparse.Namespace) -> FitOptions:
+    from sweeper.console import UserError
+    from sweeper.fit.analysis import FitOptions
 
     try:
-        options = FitOptions(fixed=tuple(args.fix), tie_exponents=args.tie,
-                             resamples=args.bootstrap, seed=args.seed,
-                             confidence=args.confidence, cv_folds=args.cv_folds)
+        return FitOptions(fixed=tuple(args.fix), tie_exponents=args.tie,
+                          resamples=args.bootstrap, seed=args.seed,
+                          confidence=args.confidence, cv_folds=args.cv_folds)
     except ValueError as error:
         raise UserError(str(error)) from None
+
+
+def _analyse(args: argparse.Namespace) -> tuple[Inputs, Analysis]:
+    """Check the options, read the trials, fit them."""
+    from sweeper.fit.analysis import analyse
+    from sweeper.fit.table import average_seeds, from_rows, read_csv
+
+    options = _options(args)
+    inputs = _inputs(args)
     trials = read_csv(args.from_csv) if args.from_csv is not None else \
-        from_rows(_spec_rows(args), source=" + ".join(args.specs), loss=args.loss)
+        from_rows(inputs.rows, source=inputs.source, loss=args.loss)
     observations = average_seeds(trials)
     counts = {name: int((trials.family == name).sum()) for name in observations.families()}
-    return analyse(observations, counts, options)
+    return inputs, analyse(observations, counts, options)
 
 
-def _spec_rows(args: argparse.Namespace) -> list[dict]:
+def _spec_rows(args: argparse.Namespace) -> tuple[tuple[dict[str, Any], ...], tuple[Sweep, ...]]:
     """Finished trials of every spec's plan, from the profile's tracking store; each trial once."""
     from sweeper.commands.run_commands import finished_rows
     from sweeper.commands.spec_commands import load_profile_for
@@ -120,14 +171,73 @@ def _spec_rows(args: argparse.Namespace) -> list[dict]:
     from sweeper.tracking import Tracking, check_reachable
 
     rows: dict[str, dict] = {}
+    stores: dict[tuple[str, str], Tracking] = {}
+    sweeps = []
     for path in args.specs:
         spec = load_spec(path)
         profile = load_profile_for(args, path)
         uri = tracking_uri(profile)
         check_reachable(uri)
-        for row in finished_rows(plan_sweep(spec, profile), Tracking(uri, spec.experiment)):
-            rows.setdefault(row["trial_id"], row)
-    return list(rows.values())
+        tracking = stores.get((uri, spec.experiment))
+        if tracking is None:
+            tracking = stores[uri, spec.experiment] = Tracking(uri, spec.experiment)
+        added = []
+        for row in finished_rows(plan_sweep(spec, profile), tracking):
+            if row["trial_id"] not in rows:
+                rows[row["trial_id"]] = row
+                added.append(row["run_id"])
+        sweeps.append(Sweep(spec_file=path, name=spec.name, tracking=tracking, run_ids=tuple(added)))
+    return tuple(rows.values()), tuple(sweeps)
+
+
+def _curves(inputs: Inputs) -> tuple[TrialCurve, ...] | None:
+    """Every fitted trial's validation curve, or None for a CSV input (it has none)."""
+    from sweeper.fit.table import curves_from_rows
+
+    if not inputs.sweeps:
+        return None
+    histories: dict[str, list[tuple[int, float]]] = {}
+    for sweep in inputs.sweeps:
+        histories.update(sweep.tracking.curves(sweep.run_ids, CURVE_METRIC))
+    return curves_from_rows(inputs.rows, histories)
+
+
+def _log(inputs: Inputs, document: dict[str, Any], *, report: WrittenReport | None,
+         stderr: bool) -> None:
+    """Log the fit (and the report's files) to each sweep's parent run; a sweep that never ran
+    has none, which is said in one line."""
+    from mlflow.exceptions import MlflowException
+
+    from sweeper.console import UserError, console, err_console
+    from sweeper.fit import render
+
+    say = err_console if stderr else console
+    metrics = render.to_metrics(document)
+    tags = {TAG_FIT_LOSS: inputs.loss, TAG_FIT_SOURCE: inputs.source}
+    files: list[tuple[Path, str]] = []
+    if report is not None:  # what was written now, not whatever else lies in --out
+        files += [(report.markdown, REPORT_ARTIFACTS), (report.html, REPORT_ARTIFACTS)]
+        files += [(figure, f"{REPORT_ARTIFACTS}/figures") for figure in report.figures]
+    logged: set[tuple[str, str]] = set()
+    for sweep in inputs.sweeps:
+        where = f"sweep '{sweep.name}' in MLflow experiment '{sweep.tracking.experiment}'"
+        run_id = sweep.tracking.sweep_run_id(sweep.name)
+        if run_id is None:
+            say.print(f"{sweep.spec_file}: {where} has no run yet (never run); nothing logged there",
+                      soft_wrap=True)
+            continue
+        if (sweep.tracking.tracking_uri, run_id) in logged:
+            continue
+        logged.add((sweep.tracking.tracking_uri, run_id))
+        try:
+            sweep.tracking.log_summary(run_id, metrics=metrics, tags=tags,
+                                       texts={"fit.json": json.dumps(document, indent=2, ensure_ascii=False)},
+                                       files=files)
+        except (MlflowException, OSError) as error:
+            raise UserError(f"cannot log the fit to run {run_id} of {where}: "
+                            f"{getattr(error, 'message', None) or error}") from None
+        what = f"{len(metrics)} fit metrics, fit.json" + (f" and {REPORT_ARTIFACTS}/" if report else "")
+        say.print(f"logged {what} to run {run_id} of {where}", soft_wrap=True)
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -136,20 +246,24 @@ def run_fit(args: argparse.Namespace) -> int:
     from sweeper.console import console
     from sweeper.fit import render
 
-    analysis = _analyse(args)
+    inputs, analysis = _analyse(args)
+    document = render.to_json(analysis, source=inputs.source, loss=inputs.loss)
     if args.format == "json":
         # print() not console: rich would wrap long lines and break the JSON.
-        print(json.dumps(render.to_json(analysis), indent=2, ensure_ascii=False))
-        return 0
-    for fit in analysis.families.values():
-        console.print(render.family_table(fit, analysis))
-    if analysis.points:
-        console.print(render.c_crit_table(analysis))
-    sentence = render.c_crit_sentence(analysis)
-    if sentence:
-        console.print(sentence)
-    for note in render.all_notes(analysis):
-        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        console.print(escape(render.input_line(inputs.source, inputs.loss)), soft_wrap=True)
+        for fit in analysis.families.values():
+            console.print(render.family_table(fit, analysis))
+        if analysis.points:
+            console.print(render.c_crit_table(analysis))
+        sentence = render.c_crit_sentence(analysis)
+        if sentence:
+            console.print(sentence)
+        for note in render.all_notes(analysis):
+            console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+    if inputs.sweeps and not args.no_log:
+        _log(inputs, document, report=None, stderr=args.format == "json")
     return 0
 
 
@@ -157,17 +271,21 @@ def run_report(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from sweeper.console import UserError, console
-    from sweeper.fit import report
+    from sweeper.fit import render, report
 
-    analysis = _analyse(args)
+    inputs, analysis = _analyse(args)
+    curves = _curves(inputs)
     try:
-        source = str(args.from_csv) if args.from_csv is not None else " + ".join(args.specs)
-        written = report.write_report(analysis, args.out, source=source)
+        written = report.write_report(analysis, args.out, source=inputs.source, loss=inputs.loss,
+                                      curves=curves)
     except OSError as error:
         raise UserError(f"cannot write the report into {args.out}: "
                         f"{error.strerror or error}") from None
     console.print(f"wrote {written.markdown} and {written.html} "
                   f"({len(written.figures)} figures in {written.markdown.parent / 'figures'})")
-    for note in report.render.all_notes(analysis):
+    for note in render.all_notes(analysis):
         console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+    if inputs.sweeps and not args.no_log:
+        document = render.to_json(analysis, source=inputs.source, loss=inputs.loss)
+        _log(inputs, document, report=written, stderr=False)
     return 0

@@ -1,11 +1,14 @@
-"""The report's figures, after PAPER.md's: frontiers, fit quality, data reuse, iso-loss, C_crit.
+"""The report's figures, after PAPER.md's: training curves, frontiers, fit quality, data reuse,
+iso-loss, C_crit.
 
-Each function draws one PNG from an `Analysis` and returns its caption, or None when the data
-hold nothing to draw (the report then says why). Matplotlib runs headless (Agg).
+Each function draws one PNG from an `Analysis` (the curves figure: from the trials' curves) and
+returns its caption, or None when the data hold nothing to draw (the report then says why).
+Matplotlib runs headless (Agg).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,11 +16,12 @@ import matplotlib
 matplotlib.use("Agg")  # no display: figures go straight to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.colors import ListedColormap, LogNorm  # noqa: E402
 
 from sweeper.fit import frontier, laws  # noqa: E402
 from sweeper.fit.analysis import Analysis, FamilyFit  # noqa: E402
 from sweeper.fit.laws import PARAMETER_NAMES  # noqa: E402
+from sweeper.fit.table import TrialCurve  # noqa: E402
 
 _COLORS = {"ar": "tab:blue", "mdm": "tab:orange"}
 _OTHER_COLORS = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive")
@@ -265,6 +269,52 @@ def c_crit(analysis: Analysis, path: Path) -> str | None:
     return ("Critical compute against unique data: below C_crit autoregression reaches the lower "
             "loss, above it masked diffusion does. Error bars are bootstrap intervals; hollow "
             "markers lie outside the compute the runs used.")
+
+
+def trial_curves(curves: Sequence[TrialCurve], path: Path) -> str | None:
+    """Every trial's validation loss against tokens seen, one panel per family, coloured by model
+    size: a model's runs share a colour and so read as one bundle, whatever their U and epochs."""
+    curves = [curve for curve in curves if (curve.tokens_seen > 0).any()]
+    if not curves:
+        return None
+    names = sorted({curve.family for curve in curves}, key=lambda name: (name not in _COLORS, name))
+    sizes = sorted({curve.num_params for curve in curves})
+    # viridis without its last yellows, which vanish on white
+    colormap = ListedColormap(plt.get_cmap("viridis")(np.linspace(0.0, 0.85, 256)))
+    norm = LogNorm(vmin=sizes[0], vmax=sizes[-1] if sizes[-1] > sizes[0] else sizes[0] * 2)
+    figure, axes = plt.subplots(1, len(names), figsize=(5.4 * len(names) + 1.2, 4.6), squeeze=False,
+                                sharey=True)
+    for ax, family in zip(axes[0], names, strict=True):
+        mine = [curve for curve in curves if curve.family == family]
+        # Largest (lightest) first, so the darker curves stay visible where bundles overlap.
+        for curve in sorted(mine, key=lambda c: -c.num_params):
+            seen = curve.tokens_seen > 0  # the evaluation at 0 tokens has no place on a log axis
+            color = colormap(norm(curve.num_params))
+            ax.plot(curve.tokens_seen[seen], curve.loss[seen], color=color, lw=0.9, alpha=0.75)
+            ax.plot(curve.tokens_seen[-1], curve.loss[-1], "o", color=color, ms=2.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("tokens seen D")
+        ax.set_title(f"{family}: {len(mine)} trials", fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0][0].set_ylabel("validation loss (nats/token)")
+    # Early evaluations (near ln of the vocabulary) would squeeze where the runs end into a
+    # sliver: the frame keeps the ends and the later part of the descent.
+    ends = np.array([curve.loss[-1] for curve in curves])
+    values = np.concatenate([curve.loss[curve.tokens_seen > 0] for curve in curves])
+    span = max(float(ends.max() - ends.min()), 0.1)
+    low = float(values.min()) - 0.08 * span
+    axes[0][0].set_ylim(low, min(float(values.max()), float(ends.max()) + 1.5 * span) + 0.05 * span)
+    bar = figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=colormap), ax=axes[0].tolist(),
+                          label="parameters N", pad=0.02, fraction=0.04)
+    if len(sizes) <= 12:
+        bar.set_ticks(sizes, labels=[_tokens(size) for size in sizes])
+        bar.minorticks_off()
+    figure.suptitle("Validation loss during training, every finished trial", fontsize=11)
+    figure.savefig(path, dpi=_DPI, bbox_inches="tight")
+    plt.close(figure)
+    return ("Every finished trial's validation loss during training. Tokens seen on a log scale, "
+            "one panel per family, coloured by model size; a dot marks each run's end "
+            "(D = U × epochs). Early evaluations far above where the runs end are cut off.")
 
 
 FIGURES = (

@@ -1,13 +1,22 @@
-"""An `Analysis` as the JSON document of `sweeper fit --format json` and as terminal tables."""
+"""An `Analysis` as the JSON document of `sweeper fit --format json`, as terminal tables, and as
+the flat metrics logged to a sweep's MLflow run."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
 
 from rich.table import Table
 
 from sweeper.fit.analysis import SYMBOLS, Analysis, Estimate, FamilyFit
 from sweeper.fit.laws import PARAMETER_NAMES
+
+Loss = Literal["final", "best", "csv"]  # --loss final|best for SPEC input; a CSV brings its own
+LOSS_MEANINGS: dict[str, str] = {
+    "final": "each trial's final validation loss (--loss final)",
+    "best": "each trial's best validation loss (--loss best)",
+    "csv": "the CSV's loss column",
+}
 
 MEANINGS = {
     "E": "irreducible loss (nats/token)",
@@ -36,8 +45,9 @@ def _family_json(fit: FamilyFit) -> dict[str, Any]:
     return document
 
 
-def to_json(analysis: Analysis) -> dict[str, Any]:
-    """The issue's shape, plus `seed_spread` per family and top-level `confidence` and `notes`."""
+def to_json(analysis: Analysis, *, source: str, loss: Loss) -> dict[str, Any]:
+    """The issue's shape, plus `seed_spread` per family and top-level `source` (the input),
+    `loss` (which loss of each trial was fitted), `confidence` and `notes`."""
     c_crit = None
     if analysis.points:
         c_crit = {
@@ -53,11 +63,47 @@ def to_json(analysis: Analysis) -> dict[str, Any]:
                        for point in analysis.points],
         }
     return {
+        "source": source,
+        "loss": loss,
         "families": {name: _family_json(fit) for name, fit in analysis.families.items()},
         "c_crit": c_crit,
         "confidence": analysis.options.confidence,
         "notes": all_notes(analysis),
     }
+
+
+def input_line(source: str, loss: Loss) -> str:
+    """Which trials and which of their losses were fitted, for the top of the table and report."""
+    return f"Input: {source}; fitted loss: {LOSS_MEANINGS[loss]}."
+
+
+def to_metrics(document: dict[str, Any]) -> dict[str, float]:
+    """The JSON document's finite numbers as flat MLflow metrics: `fit.<family>.<parameter>`
+    with `.lo` and `.hi` for its interval, `fit.<family>.r2_in_sample` / `.r2_cv` / `.n_trials`,
+    `fit.c_crit.coefficient` / `.exponent` (with `.lo`, `.hi`) and `fit.confidence`."""
+    metrics: dict[str, float] = {}
+
+    def put(key: str, value: Any) -> None:
+        if isinstance(value, int | float) and math.isfinite(value):
+            metrics[key] = float(value)
+
+    def put_estimate(key: str, estimate: dict[str, Any] | None) -> None:
+        if estimate is not None:
+            put(key, estimate["value"])
+            put(f"{key}.lo", estimate["lo"])
+            put(f"{key}.hi", estimate["hi"])
+
+    for family, fit in document["families"].items():
+        for name in PARAMETER_NAMES:
+            put_estimate(f"fit.{family}.{name}", fit[name])
+        put(f"fit.{family}.r2_in_sample", fit["r2"]["in_sample"])
+        put(f"fit.{family}.r2_cv", fit["r2"]["cv"])
+        put(f"fit.{family}.n_trials", fit["n_trials"])
+    if document["c_crit"] is not None:
+        put_estimate("fit.c_crit.coefficient", document["c_crit"]["coefficient"])
+        put_estimate("fit.c_crit.exponent", document["c_crit"]["exponent"])
+    put("fit.confidence", document["confidence"])
+    return metrics
 
 
 def all_notes(analysis: Analysis) -> list[str]:

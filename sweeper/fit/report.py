@@ -7,12 +7,16 @@ each format renders the same blocks, so the two files never disagree.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sweeper.fit import figures, render
 from sweeper.fit.analysis import SYMBOLS, Analysis
 from sweeper.fit.laws import PARAMETER_NAMES
+from sweeper.fit.table import TrialCurve
+
+CURVES_FIGURE = "curves.png"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,24 +118,28 @@ def _crit_blocks(analysis: Analysis) -> list[Block]:
     return blocks
 
 
-def build(analysis: Analysis, source: str, drawn: list[tuple[str, str | None]]) -> list[Block]:
+def build(analysis: Analysis, source: str, loss: render.Loss, drawn: list[tuple[str, str | None]],
+          *, has_curves: bool) -> list[Block]:
+    """The report's blocks; `drawn` lists every figure, the curves figure first when the input
+    has curves (`has_curves`; a CSV input has none)."""
     blocks: list[Block] = [
         Heading("Scaling-law fit: masked diffusion vs autoregression", level=1),
-        Paragraph(f"Input: {source}. Families: "
+        Paragraph(f"{render.input_line(source, loss)} Families: "
                   f"{', '.join(analysis.families) or 'none'}."),
     ]
     blocks += _family_blocks(analysis)
     blocks += _crit_blocks(analysis)
     blocks.append(Heading("Figures"))
+    if not has_curves:
+        blocks.append(Paragraph("No training curves: a CSV input holds each trial's final loss "
+                                "only; pass the SPEC files instead to draw every trial's curve."))
     missing = []
     for name, caption in drawn:
         if caption is None:
             missing.append(f"{name}: nothing to draw from this data (see the notes)")
         else:
             blocks.append(Figure(path=f"figures/{name}", caption=caption))
-    notes = render.all_notes(analysis) + missing + [
-        "Per-trial training curves and logging this report to the tracking server need the "
-        "tracking store's results; a CSV input carries final losses only."]
+    notes = render.all_notes(analysis) + missing
     blocks.append(Heading("Notes: what was skipped and why"))
     blocks.append(Items(tuple(notes)))
     return blocks
@@ -190,11 +198,18 @@ def to_html(blocks: list[Block], title: str) -> str:
             + "\n</body></html>\n")
 
 
-def write_report(analysis: Analysis, out: Path, source: str) -> WrittenReport:
-    """Write report.md, report.html and figures/*.png into `out` (created if missing)."""
-    out.mkdir(parents=True, exist_ok=True)
-    drawn = figures.draw_all(analysis, out / "figures")
-    blocks = build(analysis, source, drawn)
+def write_report(analysis: Analysis, out: Path, *, source: str, loss: render.Loss,
+                 curves: Sequence[TrialCurve] | None) -> WrittenReport:
+    """Write report.md, report.html and figures/*.png into `out` (created if missing).
+
+    `curves` are the trials' validation curves from the tracking store; None when the input
+    carries none (a CSV), and the report says so instead of drawing them.
+    """
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    drawn = [] if curves is None else [
+        (CURVES_FIGURE, figures.trial_curves(curves, out / "figures" / CURVES_FIGURE))]
+    drawn += figures.draw_all(analysis, out / "figures")
+    blocks = build(analysis, source, loss, drawn, has_curves=curves is not None)
     markdown, page = out / "report.md", out / "report.html"
     markdown.write_text(to_markdown(blocks), encoding="utf-8")
     page.write_text(to_html(blocks, "Scaling-law fit"), encoding="utf-8")

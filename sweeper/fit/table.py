@@ -4,7 +4,8 @@
 results table writes the same columns). `Observations` holds one row per configuration
 (family, parameters, tokens, unique tokens): repeated seeds of a configuration are one
 measurement with a spread, not independent points, so the bootstrap and the cross-validation
-resample configurations.
+resample configurations. `TrialCurve` holds one trial's validation loss during training, as
+read from the tracking store, for the report's curves figure.
 """
 
 from __future__ import annotations
@@ -107,6 +108,37 @@ class Observations:
     def repeated_unique_tokens(self) -> tuple[float, ...]:
         """The unique-data budgets U of rows that repeat data, ascending."""
         return tuple(sorted(set(self.unique_tokens[~self.single_epoch].tolist())))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrialCurve:
+    """One trial's validation loss against the tokens it had seen at each evaluation."""
+
+    family: str
+    model: str
+    num_params: float
+    unique_tokens: float
+    epochs: float
+    tokens_seen: np.ndarray  # ascending
+    loss: np.ndarray  # validation loss, nats per token
+
+
+def curves_from_rows(rows: Sequence[Mapping[str, Any]],
+                     histories: Mapping[str, Sequence[tuple[int, float]]]) -> tuple[TrialCurve, ...]:
+    """Join result rows (`sweeper results`: family, model, params, unique_tokens, epochs, run_id)
+    with each run's (tokens seen, loss) history; a row whose run has no history is left out."""
+    curves = []
+    for row in rows:
+        points = histories.get(str(row["run_id"]))
+        if not points:
+            continue
+        tokens_seen, loss = zip(*sorted(points), strict=True)
+        curves.append(TrialCurve(family=str(row["family"]), model=str(row["model"]),
+                                 num_params=float(row["params"]),
+                                 unique_tokens=float(row["unique_tokens"]),
+                                 epochs=float(row["epochs"]), tokens_seen=_frozen(tokens_seen, float),
+                                 loss=_frozen(loss, float)))
+    return tuple(curves)
 
 
 def average_seeds(trials: Trials) -> Observations:
