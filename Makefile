@@ -11,26 +11,31 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: setup quickstart test test-fast clean
+.PHONY: setup system-packages quickstart test test-fast clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP) install --quiet -e '.[dev]'
-	touch $@
+# Programs the tests drive for real, from Debian's packages: Chromium renders the MLflow UI, and
+# PostgreSQL backs the team MLflow server of infra/mlflow. Installed only where missing.
+system-packages:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 quickstart: setup
 	$(BIN)/sweeper run sweeps/quickstart.yaml
 	$(BIN)/sweeper report sweeps/quickstart.yaml --out reports/quickstart
 	@echo "Browse every curve: $(BIN)/sweeper ui   (then open the printed URL)"
 
-test: setup
+test: setup system-packages
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
+test-fast: setup system-packages
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:

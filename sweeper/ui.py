@@ -1,7 +1,16 @@
-"""`sweeper ui`: the MLflow UI on the profile's tracking store, opened on the sweep's runs."""
+"""`sweeper ui`: the MLflow UI on the profile's tracking store, opened on the sweep's runs.
+
+Two addresses are printed: the experiment's runs, where each sweep is one row whose trials unfold
+under it, and a saved view of every trial side by side, sorted by final validation loss, with the
+columns a scaling-law study reads (family, model, unique data, epochs, FLOPs, losses). The saved
+view is MLflow's own shared-view mechanism: an experiment tag holding the view's state, opened
+with `?viewStateShareKey=`. Filters such as `tags.family = 'mdm' and tags.epochs = '4'` work in
+both.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,9 +22,39 @@ from pathlib import Path
 from sweeper.console import UserError, console
 
 
-def experiment_url(base: str, experiment_id: str) -> str:
+TRIALS_VIEW = "sweeper-trials"  # the saved view's key
+TRIALS_VIEW_STATE = {
+    "orderByKey": "metrics.`final/val_loss`",
+    "orderByAsc": True,
+    "selectedColumns": ["metrics.`final/val_loss`", "metrics.`final/val_loss_best`", "tags.`family`",
+                        "tags.`model`", "tags.`num_params`", "tags.`unique_tokens`", "tags.`epochs`",
+                        "tags.`tokens`", "tags.`flops`"],
+}
+
+
+def experiment_url(base: str, experiment_id: str, view: str | None = None) -> str:
     """The experiment's run table (MLflow 3 would otherwise open its GenAI traces view)."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    url = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    return f"{url}?viewStateShareKey={view}" if view else url
+
+
+def save_trials_view(client: object, experiment_id: str) -> str | None:
+    """Store the every-trial view on the experiment; None where the store refuses (read-only access)."""
+    try:
+        client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{TRIALS_VIEW}",  # type: ignore[attr-defined]
+                                  json.dumps(TRIALS_VIEW_STATE))
+    except Exception:  # noqa: BLE001  (a permission error on a team server must not stop the UI)
+        return None
+    return TRIALS_VIEW
+
+
+def print_urls(base: str, experiment_id: str, view: str | None) -> None:
+    # soft_wrap: a terminal narrower than the address must not break it into two lines
+    console.print(f"MLflow UI, each sweep with its trials nested: {experiment_url(base, experiment_id)}",
+                  soft_wrap=True)
+    if view:
+        console.print(f"every trial, by final validation loss: {experiment_url(base, experiment_id, view)}",
+                      soft_wrap=True)
 
 
 def serve_ui(tracking_uri: str, *, port: int, experiment: str | None) -> int:
@@ -27,8 +66,12 @@ def serve_ui(tracking_uri: str, *, port: int, experiment: str | None) -> int:
         (experiments[0] if experiments else None)
     if experiment and chosen is None:
         raise UserError(f"no experiment {experiment!r} in {tracking_uri}")
+    view = save_trials_view(client, chosen.experiment_id) if chosen else None
     if tracking_uri.startswith(("http://", "https://")):
-        console.print(experiment_url(tracking_uri, chosen.experiment_id) if chosen else tracking_uri)
+        if chosen:
+            print_urls(tracking_uri, chosen.experiment_id, view)
+        else:
+            console.print(tracking_uri)
         return 0
     mlflow = Path(sys.executable).parent / "mlflow"
     command = [str(mlflow), "server", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
@@ -38,7 +81,10 @@ def serve_ui(tracking_uri: str, *, port: int, experiment: str | None) -> int:
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(base + "/health", process)
-        console.print(f"MLflow UI: {experiment_url(base, chosen.experiment_id) if chosen else base}")
+        if chosen:
+            print_urls(base, chosen.experiment_id, view)
+        else:
+            console.print(f"MLflow UI: {base}")
         console.print("Ctrl-C stops it.")
         process.wait()
     except KeyboardInterrupt:

@@ -62,3 +62,43 @@ def mlflow_server(folder: Path) -> Iterator[str]:
         yield url
     finally:
         stop(process)
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1600,4000", "--virtual-time-budget=30000",
+                  "--run-all-compositor-stages-before-draw")
+
+
+def rendered_text(url: str, folder: Path) -> str:
+    """The page's text after headless Chromium ran its scripts (`make test` installs Chromium)."""
+    import re
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is missing: `make test` installs it (apt-get install chromium)"
+    profile = folder / "chromium-profile"
+    result = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+                            capture_output=True, text=True, timeout=120)
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", result.stdout, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+@contextmanager
+def sweeper_ui(profile: Path, folder: Path) -> Iterator[list[str]]:
+    """`sweeper ui` on a profile's store, stopped by its PID; yields the URLs it printed."""
+    port = free_port()
+    log = folder / "sweeper-ui.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "80"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "sweeper.cli", "ui", "--backend", str(profile),
+                                    "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while "Ctrl-C stops it" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        yield [word for word in log.read_text().split() if word.startswith("http://")]
+    finally:
+        stop(process)

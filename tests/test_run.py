@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LOCAL_PROFILE, REPO
+from servers import rendered_text, sweeper_ui
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +80,17 @@ def test_smoke_sweep_end_to_end_then_nothing_to_do(tmp_path: Path) -> None:
     assert time.perf_counter() - start < 60
     assert "2 trials: 2 finished, 0 to run" in again.stdout and "nothing to train" in again.stdout
     assert "Ray" not in again.stdout + again.stderr and len(runs(tmp_path / "mlflow.db")) == 3
+
+    # The UI: the experiment's runs nest the trials under the sweep; the saved every-trial view
+    # lists each child run by name, sorted by final validation loss.
+    names = sorted(child.info.run_name for child in children)
+    with sweeper_ui(profile, tmp_path) as (nested, every_trial):
+        assert "viewStateShareKey=sweeper-trials" in every_trial
+        assert "sweep smoke" in rendered_text(nested, tmp_path)
+        page = rendered_text(every_trial, tmp_path)
+    assert all(name in page for name in names), (names, page[:2000])
+    losses = {child.info.run_name: child.data.metrics["final/val_loss"] for child in children}
+    assert page.index(min(losses, key=losses.get)) < page.index(max(losses, key=losses.get))
 
 
 LONG = """\
