@@ -22,7 +22,7 @@ from ray.tune import Callback
 from sweeper.console import console, is_terminal
 from sweeper.tracking import TrialLog, Tracking, flatten, provenance
 from sweeper.units import fmt_count, fmt_duration, fmt_sci
-from sweeper.worker import FAILURE_KEY, RESUMED_KEY
+from sweeper.worker import FAILURE_KEY, NODE_KEY, RESUMED_KEY
 
 PLAIN_LOG_EVERY_S = 30.0
 
@@ -36,6 +36,7 @@ class TrialState:
     reason: str | None = None
     log: TrialLog | None = None
     node: str | None = None
+    nodes: list[str] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -82,9 +83,12 @@ class SweepCallback(Callback):
         if FAILURE_KEY in result:
             state.reason = str(result[FAILURE_KEY])
             return
-        if state.node is None and result.get("hostname") and state.log is not None:
-            state.node = str(result.get("node_ip") or result["hostname"])
-            state.log.set_tags({"node": state.node, "hostname": result["hostname"]})
+        if NODE_KEY in result and state.log is not None and result[NODE_KEY] != state.node:
+            # The Ray node it runs on; a trial that resumed elsewhere keeps the list of its nodes.
+            state.node = str(result[NODE_KEY])
+            state.nodes.append(state.node)
+            state.log.set_tags({"node": state.node, "nodes": ",".join(state.nodes),
+                                "node_ip": str(result.get("node_ip", "")), "hostname": str(result.get("hostname", ""))})
         if "tokens" not in result or state.log is None:
             return
         if RESUMED_KEY in result:

@@ -29,6 +29,8 @@ from sweeper.tracking import Tracking, check_reachable
 from sweeper.units import fmt_duration
 
 DRIVER_FILE = "driver.json"  # who is running this sweep, for `sweeper stop`
+STOP_FILE = "stop-requested"  # in storage: asks a driver anywhere (a cluster's job) to stop cleanly
+STOP_POLL_S = 3.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +55,11 @@ def storage_root(profile: Profile) -> str:
     if "://" in path:
         return path.rstrip("/")
     return str(Path(path).expanduser().resolve())
+
+
+def storage_endpoint(profile: Profile) -> str | None:
+    endpoint = profile.storage.endpoint
+    return resolve_env(endpoint, f"{profile.file} storage.endpoint") or None if endpoint else None
 
 
 def tracking_uri(profile: Profile) -> str:
@@ -80,9 +87,29 @@ def select_to_run(plan: Plan, tracking: Tracking, *, rerun: Sequence[str], retry
     return Selection(to_run=tuple(to_run), finished=tuple(finished), failed=tuple(failed))
 
 
-def preflight_storage(root: str) -> None:
+def preflight_storage(root: str, endpoint: str | None = None, where: str = "storage.path") -> None:
+    """Storage is writable: a probe file written and removed (for S3: bucket, credentials, endpoint)."""
+    if root.startswith("s3://"):
+        from botocore.exceptions import ClientError
+
+        from sweeper.data.errors import DataError
+        from sweeper.data.storage import s3_client, s3_errors, split_s3
+
+        bucket, prefix = split_s3(root)
+        key = f"{prefix.strip('/')}/.write-probe-{os.getpid()}".lstrip("/")
+        with s3_errors(where, root, endpoint, endpoint_key=where.replace("path", "endpoint")):
+            client = s3_client(endpoint)
+            try:  # first, as some S3-compatible stores create a missing bucket on a put
+                client.head_bucket(Bucket=bucket)
+            except ClientError as error:
+                if str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket", "NotFound"):
+                    raise DataError(where, f"there is no bucket '{bucket}' at {endpoint or 'AWS S3'}") from None
+                raise
+            client.put_object(Bucket=bucket, Key=key, Body=b"ok")
+            client.delete_object(Bucket=bucket, Key=key)
+        return
     if "://" in root:
-        return  # remote storage is checked by the data layer, which writes there first
+        raise UserError(f"{where}: {root} is neither a folder nor s3://bucket/prefix")
     folder = Path(root)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -94,11 +121,42 @@ def preflight_storage(root: str) -> None:
 
 
 def run_sweep(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence[Trial], rerun: Sequence[str] = (),
-              retry_failed: bool = False, max_device_hours: float | None = None) -> int:
+              retry_failed: bool = False, max_device_hours: float | None = None, in_cluster: bool = False) -> int:
+    """Train what is left of the sweep. `in_cluster`: this process is the sweep's Ray Job on a
+    cluster (see sweeper.cluster), so Ray is the cluster this job runs in."""
+    checked = _preflight(spec, plan, profile, trials=trials, rerun=rerun, retry_failed=retry_failed,
+                         max_device_hours=max_device_hours)
+    if isinstance(checked, int):
+        return checked
+    tracking, selection, root, estimate_s = checked
+    data = prepare_data(spec, [t.unique_tokens for t in trials], profile)
+    plan_json = _plan_json(spec, plan)
+    parent = tracking.sweep_run(spec.name, spec_texts={f: Path(f).read_text() for f in spec.files}, plan=plan_json)
+    return _tune(spec, profile, selection, tracking, parent, data, root, estimate_s, in_cluster=in_cluster)
+
+
+def submit_sweep(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence[Trial], rerun: Sequence[str] = (),
+                 retry_failed: bool = False, max_device_hours: float | None = None, passthrough: Sequence[str] = (),
+                 follow: bool = True) -> int:
+    """`--cluster`: the same checks from here, then the driver goes to the cluster as a Ray Job."""
+    from sweeper import cluster
+
+    cluster.job_client(cluster.cluster_address(profile))  # reachable, and the token is accepted
+    checked = _preflight(spec, plan, profile, trials=trials, rerun=rerun, retry_failed=retry_failed,
+                         max_device_hours=max_device_hours)
+    if isinstance(checked, int):
+        return checked
+    return cluster.submit(spec, profile, passthrough=passthrough, follow=follow)
+
+
+def _preflight(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence[Trial], rerun: Sequence[str],
+               retry_failed: bool, max_device_hours: float | None) -> tuple[Tracking, Selection, str, float] | int:
+    """Everything that can fail on the user's input, before anything trains; then what is left
+    to train. An int is the exit code when nothing is."""
     uri = tracking_uri(profile)
     check_reachable(uri)
     root = storage_root(profile)
-    preflight_storage(root)
+    preflight_storage(root, storage_endpoint(profile), f"{profile.file} storage.path")
     tracking = Tracking(uri, spec.experiment)
     selection = select_to_run(plan, tracking, rerun=rerun, retry_failed=retry_failed, trials=trials)
     console.print(selection.summary(len(trials)))
@@ -112,11 +170,7 @@ def run_sweep(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence
     estimate_s = _makespan(plan, selection.to_run)
     console.print(f"estimated {fmt_duration(estimate_s)} on {profile.name} ({profile.hardware.name}, "
                   f"{profile.concurrency} concurrent; {profile.hardware.assumption()})")
-
-    data = prepare_data(spec, [t.unique_tokens for t in trials], profile)
-    plan_json = _plan_json(spec, plan)
-    parent = tracking.sweep_run(spec.name, spec_texts={f: Path(f).read_text() for f in spec.files}, plan=plan_json)
-    return _tune(spec, profile, selection, tracking, parent, data, root, estimate_s)
+    return tracking, selection, root, estimate_s
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,7 +193,7 @@ def prepare_data(spec: SweepSpec, unique_tokens: Sequence[int], profile: Profile
 
 
 def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tracking, parent: str, data: Any,
-          root: str, estimate_s: float) -> int:
+          root: str, estimate_s: float, *, in_cluster: bool) -> int:
     import torch  # noqa: F401  (torch before Ray: Ray first can break torch's oneMKL loading)
 
     # Our own view and MLflow replace Tune's console reporter and its TensorBoard and CSV files;
@@ -156,8 +210,11 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
     from sweeper.trainer import METRICS
     from sweeper.worker import build_trial_config, run_trial
 
+    from sweeper.storage import filesystem_for
+
     hardware = profile.hardware
     device = "cpu" if hardware.accelerator == "cpu" else "auto"
+    endpoint = storage_endpoint(profile)
     payloads = [{
         "trial_config": build_trial_config(t, vocab_size=spec.vocab_size, device=device,
                                            peak_flops=hardware.peak_flops),
@@ -165,18 +222,23 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
         "threads": t.sizing.resources.get("CPU", 1),
         "data": data.location,
         "trial_dir": f"{root}/{spec.experiment}/{t.id}",
+        "storage_endpoint": endpoint,
     } for t in selection.to_run]
 
     address = profile.ray.address
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address == "embedded":
+    if in_cluster:
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), **quiet)  # the job's own cluster
+    elif address == "embedded":
         # In-process and bound to loopback: Ray's token auth guards nothing here.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ["RAY_AUTH_MODE"] = "disabled"
         ray.init(address="local", include_dashboard=False, **quiet,
                  num_cpus=hardware.devices_per_node * hardware.cpus_per_trial if hardware.accelerator == "cpu" else None)
     else:
         ray.init(address=resolve_env(address, f"{profile.file} ray.address"), **quiet)
 
+    # Tune takes S3 storage as a filesystem (which knows the endpoint) and a path without s3://.
+    filesystem, storage_path = filesystem_for(root, endpoint) if root.startswith("s3://") else (None, root)
     trainable = tune.with_resources(run_trial, lambda config: tune.PlacementGroupFactory(
         [config["sweeper"]["resources"]]))
     callback = SweepCallback(tracking=tracking, parent_run_id=parent,
@@ -188,16 +250,18 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
         tune_config=tune.TuneConfig(max_concurrent_trials=profile.concurrency, reuse_actors=False,
                                     trial_name_creator=lambda t: t.config["sweeper"]["trial_config"]["trial_id"],
                                     trial_dirname_creator=lambda t: t.config["sweeper"]["trial_config"]["trial_id"]),
-        run_config=tune.RunConfig(name=spec.experiment, storage_path=root, verbose=0,
+        run_config=tune.RunConfig(name=spec.experiment, storage_path=storage_path, storage_filesystem=filesystem,
+                                  verbose=0,
                                   callbacks=[callback, JsonLoggerCallback()],
                                   failure_config=tune.FailureConfig(max_failures=profile.retries),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   progress_reporter=None),
     )
     driver_file = _claim(root, spec.experiment)
+    watcher = StopWatcher(f"{root}/{spec.experiment}/{STOP_FILE}", endpoint)
     status = "FINISHED"
     try:
-        with callback:
+        with callback, watcher:
             tuner.fit()
     except KeyboardInterrupt:
         status = "KILLED"
@@ -256,6 +320,50 @@ def stop_sweep(root: str, experiment: str) -> str:
         path.unlink(missing_ok=True)
         raise UserError(f"the sweep's driver (pid {info['pid']}) is gone; nothing to stop") from None
     return f"asked the sweep's driver (pid {info['pid']}) to stop; running trials end KILLED and resume next run"
+
+
+def request_stop(root: str, experiment: str, endpoint: str | None) -> None:
+    """Ask the sweep's driver, wherever it runs, to stop as Ctrl-C would (see StopWatcher)."""
+    from sweeper.storage import write_text
+
+    write_text(f"{root}/{experiment}/{STOP_FILE}", endpoint, json.dumps({"requested": time.time()}))
+
+
+class StopWatcher:
+    """Interrupts this driver (SIGINT, as Ctrl-C) when a stop request appears in storage.
+
+    A request older than this driver is stale (a driver that died before it read it) and is
+    removed at the start."""
+
+    def __init__(self, uri: str, endpoint: str | None):
+        import threading
+
+        self.uri, self.endpoint = uri, endpoint
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="sweeper-stop-watcher", daemon=True)
+
+    def __enter__(self) -> StopWatcher:
+        from sweeper.storage import delete
+
+        delete(self.uri, self.endpoint)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+
+    def _watch(self) -> None:
+        from sweeper.storage import delete, read_text
+
+        while not self.done.wait(STOP_POLL_S):
+            try:
+                found = read_text(self.uri, self.endpoint)
+            except OSError:
+                continue  # storage briefly unreachable: look again later
+            if found is not None:
+                delete(self.uri, self.endpoint)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
 
 
 def _makespan(plan: Plan, trials: Sequence[Trial]) -> float:

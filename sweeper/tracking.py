@@ -14,6 +14,7 @@ import dataclasses
 import importlib.metadata
 import json
 import logging
+import os
 import subprocess
 import time
 import urllib.error
@@ -81,6 +82,7 @@ class Tracking:
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # our own lines say it
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.client = MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)

@@ -76,7 +76,9 @@ def serve_ui(tracking_uri: str, *, port: int, experiment: str | None) -> int:
     mlflow = Path(sys.executable).parent / "mlflow"
     command = [str(mlflow), "server", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
                "--port", str(port), "--workers", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # the UI needs no background job runners
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                               env=env)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server with us, as Ctrl-C does
     base = f"http://127.0.0.1:{port}"
     try:

@@ -20,6 +20,7 @@ from typing import Any
 
 FAILURE_KEY = "sweeper/failure"
 RESUMED_KEY = "sweeper/resumed_at_tokens"
+NODE_KEY = "sweeper/node_id"  # the Ray node a trial (re)started on, in its first result there
 CHECKPOINT_METADATA = ".metadata.json"  # written by tune.Checkpoint.set_metadata
 
 
@@ -58,14 +59,19 @@ def run_trial(config: dict[str, Any]) -> None:
     train_tokens, val_tokens = open_data(payload)
     scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-{trial_config.trial_id}-"))
     try:
-        resume_from = restore(scratch / "restored", payload["trial_dir"])
-        first = [resume_from is not None]
+        resume_from = restore(scratch / "restored", payload["trial_dir"], payload.get("storage_endpoint"))
+        first = [True]
 
         def reporter(metrics: dict[str, float], written: str | None) -> None:
-            if first[0]:  # the first point after a resume says where it resumed
-                metrics = {**metrics, RESUMED_KEY: metrics["tokens"]}
+            if first[0]:  # the first point says where the trial runs, and where it resumed
+                import ray
+
+                metrics = {**metrics, NODE_KEY: ray.get_runtime_context().get_node_id()}
+                if resume_from is not None:
+                    metrics[RESUMED_KEY] = metrics["tokens"]
                 first[0] = False
-            if written is None:
+            if written is None or written == resume_from:
+                # resumed at the very end: the final point again, from a checkpoint already stored
                 tune.report(dict(metrics))
                 return
             checkpoint = tune.Checkpoint.from_directory(written)
@@ -84,25 +90,27 @@ def run_trial(config: dict[str, Any]) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def restore(target: Path, trial_dir: str) -> str | None:
+def restore(target: Path, trial_dir: str, endpoint: str | None = None) -> str | None:
     """A local copy of the latest checkpoint of this trial, from this Tuner or an earlier one."""
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        checkpoint = latest_persisted(trial_dir)
+        checkpoint = latest_persisted(trial_dir, endpoint)
     if checkpoint is None:
         return None
     return checkpoint.to_directory(str(target))
 
 
-def latest_persisted(trial_dir: str) -> Any:
+def latest_persisted(trial_dir: str, endpoint: str | None = None) -> Any:
     """The checkpoint with the highest step under the trial's folder in storage, or None."""
     import pyarrow.fs
 
     from ray import tune
 
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(trial_dir)
+    from sweeper.storage import filesystem_for
+
+    filesystem, root = filesystem_for(trial_dir, endpoint)
     try:
         entries = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     except FileNotFoundError:

@@ -19,12 +19,17 @@ def register(subparsers: Any) -> None:
     run.add_argument("--retry-failed", action="store_true", help="also train trials that FAILED before")
     run.add_argument("--max-device-hours", type=float, metavar="H",
                      help="refuse to start when the estimate of what is left exceeds H device-hours")
+    run.add_argument("--no-follow", action="store_true",
+                     help="on a cluster: submit the sweep's job and return at once")
+    run.add_argument("--in-cluster", action="store_true", help=argparse.SUPPRESS)  # the job's own driver
     run.set_defaults(handler=run_run)
 
     status = subparsers.add_parser("status", help="per-trial state of a sweep in MLflow")
     status.add_argument("spec", metavar="SPEC")
     add_profile_arguments(status)
     status.add_argument("--format", choices=("table", "json"), default="table")
+    status.add_argument("--follow", action="store_true",
+                        help="on a cluster: follow the sweep's running job until it ends")
     status.set_defaults(handler=run_status)
 
     stop = subparsers.add_parser("stop", help="stop a running sweep cleanly (its trials resume next run)")
@@ -55,8 +60,23 @@ def run_run(args: argparse.Namespace) -> int:
     spec, plan = load_plan(args)
     profile = load_profile_for(args, args.spec)
     trials = select(plan.trials, filters) if filters else list(plan.trials)
-    return run_sweep(spec, plan, profile, trials=trials, rerun=args.rerun, retry_failed=args.retry_failed,
-                     max_device_hours=args.max_device_hours)
+    choice = {"trials": trials, "rerun": args.rerun, "retry_failed": args.retry_failed,
+              "max_device_hours": args.max_device_hours}
+    if args.in_cluster or profile.ray.address == "embedded":
+        return run_sweep(spec, plan, profile, in_cluster=args.in_cluster, **choice)
+    from sweeper.run import submit_sweep
+
+    return submit_sweep(spec, plan, profile, passthrough=_passthrough(args), follow=not args.no_follow, **choice)
+
+
+def _passthrough(args: argparse.Namespace) -> list[str]:
+    """The selection options, as the cluster's driver gets them."""
+    options = [*(x for w in args.where for x in ("--where", w)), *(x for i in args.rerun for x in ("--rerun", i))]
+    if args.retry_failed:
+        options.append("--retry-failed")
+    if args.max_device_hours is not None:
+        options += ["--max-device-hours", str(args.max_device_hours)]
+    return options
 
 
 def _tracking(args: argparse.Namespace):  # -> tuple[SweepSpec, Plan, Tracking]
@@ -79,6 +99,12 @@ def run_status(args: argparse.Namespace) -> int:
     from sweeper.units import fmt_count
 
     spec, plan, tracking = _tracking(args)
+    if args.format == "table" and _on_cluster(args):
+        from sweeper.cluster import job_status
+
+        code = job_status(spec, _profile(args), follow=args.follow)
+        if code is not None:
+            return code
     records = tracking.trial_records([t.id for t in plan.trials])
     rows = []
     for trial in plan.trials:
@@ -106,14 +132,29 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_stop(args: argparse.Namespace) -> int:
+def _profile(args: argparse.Namespace):  # -> Profile
     from sweeper.commands.spec_commands import load_profile_for
+
+    return load_profile_for(args, args.spec)
+
+
+def _on_cluster(args: argparse.Namespace) -> bool:
+    return _profile(args).ray.address != "embedded"
+
+
+def run_stop(args: argparse.Namespace) -> int:
     from sweeper.console import console
-    from sweeper.run import stop_sweep, storage_root
+    from sweeper.run import stop_sweep, storage_endpoint, storage_root
     from sweeper.spec import load_spec
 
     spec = load_spec(args.spec)
-    console.print(stop_sweep(storage_root(load_profile_for(args, args.spec)), spec.experiment))
+    profile = _profile(args)
+    if profile.ray.address != "embedded":
+        from sweeper.cluster import stop
+
+        console.print(stop(spec, profile, storage_root(profile), storage_endpoint(profile)))
+        return 0
+    console.print(stop_sweep(storage_root(profile), spec.experiment))
     return 0
 
 

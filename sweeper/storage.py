@@ -1,0 +1,65 @@
+"""The sweep's storage as Ray Tune and pyarrow see it: a local folder, AWS S3, or an S3-compatible
+store at the profile's `endpoint`.
+
+Tune persists checkpoints and its own state through a pyarrow filesystem. For a folder or plain
+AWS S3, the URI alone says which; an S3-compatible store (MinIO, SeaweedFS, ...) needs the
+endpoint, so every reader and writer of the storage builds its filesystem here. Credentials come
+from the AWS SDK's usual chain (environment, ~/.aws, instance role), never from a file of ours.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlparse
+
+
+def filesystem_for(uri: str, endpoint: str | None = None) -> tuple[Any, str]:
+    """(pyarrow filesystem, path inside it) for a storage URI: `s3://bucket/prefix` or a folder."""
+    import pyarrow.fs
+
+    if not uri.startswith("s3://"):
+        return pyarrow.fs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
+    path = uri.removeprefix("s3://").rstrip("/")
+    if not endpoint:
+        return pyarrow.fs.S3FileSystem(region=_region(None)), path
+    parsed = urlparse(endpoint)
+    return pyarrow.fs.S3FileSystem(endpoint_override=parsed.netloc or parsed.path, scheme=parsed.scheme or "https",
+                                   region=_region(endpoint), connect_timeout=5, request_timeout=30), path
+
+
+def _region(endpoint: str | None) -> str:
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        return region
+    return "us-east-1"  # S3-compatible stores ignore it; AWS resolves buckets in other regions itself
+
+
+def write_text(uri: str, endpoint: str | None, text: str) -> None:
+    filesystem, path = filesystem_for(uri, endpoint)
+    parent = path.rsplit("/", 1)[0]
+    filesystem.create_dir(parent, recursive=True)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(text.encode())
+
+
+def read_text(uri: str, endpoint: str | None) -> str | None:
+    """The file's text, or None where there is no such file."""
+    filesystem, path = filesystem_for(uri, endpoint)
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read().decode()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if "not exist" in str(error) or "NoSuchKey" in str(error) or "404" in str(error):
+            return None
+        raise
+
+
+def delete(uri: str, endpoint: str | None) -> None:
+    filesystem, path = filesystem_for(uri, endpoint)
+    try:
+        filesystem.delete_file(path)
+    except (FileNotFoundError, OSError):
+        pass  # already gone
