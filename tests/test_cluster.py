@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, long_spec_text
 from servers import free_port
 
 sys.path.insert(0, str(REPO / "infra" / "local"))
@@ -24,23 +24,6 @@ pytestmark = pytest.mark.slow
 SMOKE = REPO / "tests" / "specs" / "smoke.yaml"
 PROFILE = REPO / "backends" / "local-cluster.yaml"
 
-# Two trials of a minute or two on one core each, checkpointing every few seconds: long enough to lose
-# a node in the middle of one.
-LONG = """\
-version: 1
-name: NAME
-data:
-  train: {kind: synthetic, states: 16, symbols: 64, branching: 2, emissions: 2, document_length: 256, seed: 0}
-  tokenizer: {kind: symbols, vocab_size: 65}
-  seq_len: 16
-  validation_tokens: 1024
-train: {batch_sequences: 8, lr_peak: 3e-3, lr_min: 3e-4, dropout: 0.0, precision: fp32, eval_points: 4,
-        mdm_eval_samples: 2, compile: false, checkpoint_every_minutes: 0.05}
-models:
-  smoke-1L: {d_model: 32, layers: 1, heads: 2, h_f: 64}
-grid: {family: [ar, mdm], model: smoke-1L, unique_tokens: 4k, epochs: 500}
-tracking: {experiment: NAME}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +49,7 @@ def sweeper(setup: local.LocalCluster, *args: object, timeout: float = 600,
 
 def long_spec(folder: Path, name: str) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(LONG.replace("NAME", name))
+    path.write_text(long_spec_text(name=name, family="[ar, mdm]", epochs=500, experiment=name))
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LOCAL_PROFILE, REPO
+from conftest import LOCAL_PROFILE, REPO, long_spec_text
 from servers import rendered_text, sweeper_ui
 
 pytestmark = pytest.mark.slow
@@ -93,26 +92,11 @@ def test_smoke_sweep_end_to_end_then_nothing_to_do(tmp_path: Path) -> None:
     assert page.index(min(losses, key=losses.get)) < page.index(max(losses, key=losses.get))
 
 
-LONG = """\
-version: 1
-name: long
-data:
-  train: {kind: synthetic, states: 16, symbols: 64, branching: 2, emissions: 2, document_length: 256, seed: 0}
-  tokenizer: {kind: symbols, vocab_size: 65}
-  seq_len: 16
-  validation_tokens: 1024
-train: {batch_sequences: 8, lr_peak: 3e-3, lr_min: 3e-4, dropout: 0.0, precision: fp32, eval_points: 4,
-        mdm_eval_samples: 2, compile: false, checkpoint_every_minutes: 0.05}
-models:
-  smoke-1L: {d_model: 32, layers: 1, heads: 2, h_f: 64}
-grid: {family: FAMILY, model: smoke-1L, unique_tokens: 4k, epochs: EPOCHS}
-tracking: {experiment: sweeper-long}
-"""
 
 
 def long_spec(folder: Path, family: str = "ar", epochs: int = 150, extra: str = "") -> Path:
     path = folder / "long.yaml"
-    path.write_text(LONG.replace("FAMILY", family).replace("EPOCHS", str(epochs)) + extra)
+    path.write_text(long_spec_text(name="long", family=family, epochs=epochs, experiment="sweeper-long") + extra)
     return path
 
 

