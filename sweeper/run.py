@@ -142,6 +142,10 @@ def submit_sweep(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Seque
     from sweeper import cluster
 
     cluster.job_client(cluster.cluster_address(profile))  # reachable, and the token is accepted
+    path = resolve_env(profile.storage.path, f"{profile.file} storage.path")
+    if "://" not in path and not Path(path).is_absolute():
+        raise UserError(f"{profile.file} storage.path: {path!r} is a folder on this machine; the cluster's nodes need "
+                        "s3://bucket/prefix or an absolute path on a disk they all mount")
     checked = _preflight(spec, plan, profile, trials=trials, rerun=rerun, retry_failed=retry_failed,
                          max_device_hours=max_device_hours)
     if isinstance(checked, int):

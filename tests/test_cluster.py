@@ -89,6 +89,7 @@ def test_bad_cluster_input_fails_before_anything_is_submitted(setup: local.Local
         "bad S3 credentials": ({"AWS_SECRET_ACCESS_KEY": "wrong"}, "access denied"),
         "MLflow down": ({"MLFLOW_TRACKING_URI": closed}, closed),
         "Ray Client address": ({"RAY_ADDRESS": "ray://127.0.0.1:10001"}, "is a Ray Client address"),
+        "storage on this machine": ({"SWEEPER_STORAGE": "sweeper-store"}, "is a folder on this machine"),
     }
     for case, (overrides, expected) in cases.items():
         result = sweeper(setup, "run", SMOKE, "--backend", PROFILE, timeout=120, **overrides)
