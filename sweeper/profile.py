@@ -24,7 +24,8 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Hardware:
-    """What one trial slot looks like. For CPUs a "device" is one core's worth of a trial slot."""
+    """What one trial slot looks like. For CPUs a "device" is one process's slot of cpus_per_trial cores:
+    a trial takes one, or processes_per_trial of them when it runs data-parallel."""
 
     accelerator: Literal["cpu", "cuda"]
     name: str
@@ -32,6 +33,8 @@ class Hardware:
     devices_per_node: int = spec_field(positive=True)
     memory_per_device: int = spec_field(positive=True, unit="bytes")
     cpus_per_trial: int = spec_field(1, positive=True)
+    processes_per_trial: int = spec_field(1, positive=True, doc="cpu: data-parallel (gloo) processes per "
+                                          "trial, each a device with cpus_per_trial cores")
     peak_flops: float | None = spec_field(None, positive=True, doc="dense bf16 FLOP/s per device (for MFU)")
     assumed_mfu: float | None = spec_field(None, positive=True, max=1, doc="utilisation the estimate assumes")
     sustained_flops: float | None = spec_field(None, positive=True, doc="measured FLOP/s per device")
@@ -41,6 +44,12 @@ class Hardware:
     share_below_params: int = spec_field(100_000_000, positive=True, doc="only trials smaller than this share")
 
     def __post_init__(self) -> None:
+        if self.processes_per_trial > 1 and self.accelerator != "cpu":
+            raise FieldError("processes_per_trial", "applies to accelerator: cpu; on GPUs a trial spans as many "
+                                                    "devices as its memory needs")
+        if self.processes_per_trial > self.total_devices:
+            raise FieldError("processes_per_trial", f"{self.processes_per_trial} processes need as many devices, "
+                                                    f"but nodes x devices_per_node is {self.total_devices}")
         if self.peak_flops is None and self.sustained_flops is None:
             raise FieldError("", "hardware needs `peak_flops` with `assumed_mfu`, or a measured `sustained_flops`")
         if self.peak_flops is not None and self.sustained_flops is None and self.assumed_mfu is None:

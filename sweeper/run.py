@@ -222,12 +222,12 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
     payloads = [{
         "trial_config": build_trial_config(t, vocab_size=spec.vocab_size, device=device,
                                            peak_flops=hardware.peak_flops),
-        "resources": dict(t.sizing.resources),
-        "threads": t.sizing.resources.get("CPU", 1),
+        **trial_resources(t),
         "data": data.location,
         "trial_dir": f"{root}/{spec.experiment}/{t.id}",
         "storage_endpoint": endpoint,
     } for t in selection.to_run]
+    spans_devices = any(t.sizing.devices > 1 for t in selection.to_run)
 
     address = profile.ray.address
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
@@ -236,8 +236,12 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
     elif address == "embedded":
         # In-process and bound to loopback: Ray's token auth guards nothing here.
         os.environ["RAY_AUTH_MODE"] = "disabled"
+        # On CPUs the trial slots are all the CPUs Ray sees, plus one for the Train drivers of trials
+        # over several processes (TRAIN_DRIVER_RESOURCES each): workers take whole CPUs, and with a
+        # driver running that extra CPU is never whole, so the workers still get exactly the slots.
+        cpus = hardware.devices_per_node * hardware.cpus_per_trial + (1 if spans_devices else 0)
         ray.init(address="local", include_dashboard=False, **quiet,
-                 num_cpus=hardware.devices_per_node * hardware.cpus_per_trial if hardware.accelerator == "cpu" else None)
+                 num_cpus=cpus if hardware.accelerator == "cpu" else None)
     else:
         ray.init(address=resolve_env(address, f"{profile.file} ray.address"), **quiet)
 
@@ -251,7 +255,8 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
     tuner = tune.Tuner(
         trainable,
         param_space={"sweeper": tune.grid_search(payloads)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=profile.concurrency, reuse_actors=False,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials(profile, selection.to_run),
+                                    reuse_actors=False,
                                     trial_name_creator=lambda t: t.config["sweeper"]["trial_config"]["trial_id"],
                                     trial_dirname_creator=lambda t: t.config["sweeper"]["trial_config"]["trial_id"]),
         run_config=tune.RunConfig(name=spec.experiment, storage_path=storage_path, storage_filesystem=filesystem,
@@ -280,6 +285,43 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
         status = "FAILED"
     tracking.finish_sweep(parent, status)
     return _report(callback, status)
+
+
+# What the Tune trial of a trial over several devices reserves: it only drives the trial's Ray Train
+# run, whose workers reserve the devices and CPUs themselves, so nothing is counted twice. Tune needs
+# some resource to place a trial; a hundredth of a CPU leaves the workers all but nothing to wait for.
+TRAIN_DRIVER_RESOURCES = {"CPU": 0.01}
+
+
+def trial_resources(trial: Trial) -> dict[str, Any]:
+    """The payload keys that say where a trial runs: Tune's reservation, and for a trial over several
+    devices its Ray Train workers, each with an equal part of the trial's resources (a GPU each)."""
+    resources, workers = dict(trial.sizing.resources), trial.sizing.devices
+    if workers == 1:
+        return {"resources": resources, "workers": 1, "threads": resources.get("CPU", 1)}
+    per_worker = {name: amount / workers for name, amount in resources.items()}
+    return {"resources": dict(TRAIN_DRIVER_RESOURCES), "workers": workers, "worker_resources": per_worker,
+            "threads": per_worker.get("CPU", 1)}
+
+
+def max_concurrent_trials(profile: Profile, trials: Sequence[Trial]) -> int:
+    """How many trials Tune runs at once: the profile's concurrency, and for sweeps with trials over
+    several devices at most as many as the devices hold.
+
+    A trial on one device (or a share of one) reserves it in its own Tune placement group, so Tune's
+    accounting already keeps those within the hardware. A trial over several devices reserves almost
+    nothing in Tune (TRAIN_DRIVER_RESOURCES), while Ray Train reserves all its workers at once or
+    none, so no trial ever holds devices while it waits for more (no deadlock); but Tune would start
+    more such trials than the devices hold, each then idling until its workers fit. So the cap is
+    also the number of trials that fit on all the devices together when each holds what the
+    narrowest trial holds (devices x share): exact when the trials are alike (every trial of a CPU
+    profile with processes_per_trial), and never below what the single-device trials of a mixed
+    sweep can use, whose wider trials then wait in Train without holding anything.
+    """
+    if not any(t.sizing.devices > 1 for t in trials):
+        return profile.concurrency
+    narrowest = min(t.sizing.devices * t.sizing.device_share for t in trials)
+    return max(1, min(profile.concurrency, int(profile.hardware.total_devices // narrowest)))
 
 
 def _report(callback: Any, status: str) -> int:

@@ -6,10 +6,11 @@ whether a trial fits and roughly how long it takes:
   parameters actually multiplied (lm head included) and a = heads·head_dim; C = 6ND stays the
   paper's bookkeeping for laws.
 - Training memory per device: fp32 weights, grads and two AdamW moments (16 bytes/param, sharded
-  over devices when a trial needs several), plus activations per sequence at the micro-batch
-  (the saved tensors of RMSNorm, q/k/v, SDPA output, SwiGLU and dropout masks per layer, no
-  attention matrix since SDPA recomputes it; logits in compute dtype plus an fp32 softmax and
-  gradient; after Korthikanti et al. 2022, "Reducing Activation Recomputation").
+  over GPUs when a trial needs several, whole in each of a CPU trial's processes), plus
+  activations per sequence at the micro-batch (the saved tensors of RMSNorm, q/k/v, SDPA output,
+  SwiGLU and dropout masks per layer, no attention matrix since SDPA recomputes it; logits in
+  compute dtype plus an fp32 softmax and gradient; after Korthikanti et al. 2022, "Reducing
+  Activation Recomputation").
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Sizing:
     device_share: float  # fraction of one device a small trial takes when trials share
     memory: Memory
     fits: bool
-    resources: Mapping[str, float]  # Ray resources of the trial
+    resources: Mapping[str, float]  # Ray resources of the trial, all its processes together
 
 
 def flops_per_token(model: ModelSpec, vocab_size: int, seq_len: int) -> float:
@@ -82,11 +83,11 @@ def size_trial(model: ModelSpec, *, vocab_size: int, seq_len: int, batch_sequenc
             if _micro_batch(usable // k - overhead, static, per_sequence, batch_sequences, hardware):
                 shares = k
                 break
-    devices, fits = 1, True
+    devices, fits = (1 if cuda else _cpu_processes(batch_sequences, hardware)), True
     while True:
         per_device_batch = batch_sequences // devices
         budget = usable // shares - overhead
-        micro = _micro_batch(budget, static // devices, per_sequence, per_device_batch, hardware)
+        micro = _micro_batch(budget, static // _shards(devices, cuda), per_sequence, per_device_batch, hardware)
         if micro and batch_sequences % devices == 0:
             break
         if not cuda or devices * 2 > hardware.total_devices or batch_sequences % (devices * 2):
@@ -95,14 +96,25 @@ def size_trial(model: ModelSpec, *, vocab_size: int, seq_len: int, batch_sequenc
         devices *= 2
 
     per_device_batch = batch_sequences // devices
-    memory = Memory(weights=4 * params // devices, grads=4 * params // devices, optimizer=8 * params // devices,
+    shards = _shards(devices, cuda)
+    memory = Memory(weights=4 * params // shards, grads=4 * params // shards, optimizer=8 * params // shards,
                     activations=micro * per_sequence, overhead=overhead)
     if cuda:
         resources = {"CPU": hardware.cpus_per_trial, "GPU": devices if shares == 1 else round(1 / shares, 4)}
     else:
-        resources = {"CPU": hardware.cpus_per_trial}
+        resources = {"CPU": hardware.cpus_per_trial * devices}
     return Sizing(micro_batch=micro, grad_accum=max(1, per_device_batch // micro), devices=devices,
                   device_share=1.0 / shares, memory=memory, fits=fits, resources=MappingProxyType(resources))
+
+
+def _shards(devices: int, cuda: bool) -> int:
+    """GPUs span devices to shard the state (FSDP); CPU processes each hold all of it (DDP)."""
+    return devices if cuda else 1
+
+
+def _cpu_processes(batch_sequences: int, hardware: Hardware) -> int:
+    """processes_per_trial, or fewer where the global batch does not split evenly over that many."""
+    return max(p for p in range(1, hardware.processes_per_trial + 1) if batch_sequences % p == 0)
 
 
 def _micro_batch(budget: int, static: int, per_sequence: int, per_device_batch: int, hardware: Hardware) -> int:
@@ -122,8 +134,8 @@ def estimate_device_seconds(*, train_tokens: int, eval_tokens: int, model: Model
 
 def wall_seconds(device_seconds: float, sizing: Sizing, hardware: Hardware) -> float:
     """A trial spanning `devices` runs that much faster; one sharing a device runs that much slower.
-    On CPUs a trial's "devices" are its cores."""
+    On CPUs a trial's span is its cores: cpus_per_trial for each of its processes."""
     span = sizing.devices * sizing.device_share
     if hardware.accelerator == "cpu":
-        span = hardware.cpus_per_trial
+        span = hardware.cpus_per_trial * sizing.devices
     return device_seconds / span

@@ -8,20 +8,42 @@ highest step, read from each checkpoint's small metadata file. A deterministic f
 loss, out of memory) is reported as a result carrying `sweeper/failure` and ends the trial without
 raising, so Tune does not retry what would fail the same way; anything else raises and Tune
 retries it from the last checkpoint up to the profile's limit.
+
+A trial that spans several devices (`workers` > 1 in its payload: a model whose state does not fit
+one GPU, or a CPU profile's `processes_per_trial`) runs as a Ray Train `TorchTrainer` launched from
+its Tune trial, the pattern Ray recommends for Train inside Tune: the Tune trial is then only the
+driver of the Train run, and each of its workers opens the data, restores the same checkpoint and
+runs the trainer's DDP/FSDP path in the process group Train started. Results reach Tune through
+`TuneReportCallback`, so the driver's MLflow logging sees the same results as from one process;
+Train persists the checkpoints into the trial's own folder (the Train run is named by the trial id
+under the experiment's folder) with the same metadata, so resuming works the same either way.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 FAILURE_KEY = "sweeper/failure"
 RESUMED_KEY = "sweeper/resumed_at_tokens"
-NODE_KEY = "sweeper/node_id"  # the Ray node a trial (re)started on, in its first result there
-CHECKPOINT_METADATA = ".metadata.json"  # written by tune.Checkpoint.set_metadata
+NODE_KEY = "sweeper/node_id"  # the Ray node a trial (re)started on (rank 0's), in its first result there
+PROCESSES_KEY = "sweeper/processes"  # how many processes train it, in the same first result
+CHECKPOINT_METADATA = ".metadata.json"  # written by Checkpoint.set_metadata
+# Every ray.train.report waits until Train's controller polls the workers, every 2 s by default; a
+# trial reports up to ~100 train points besides its evaluations, so its Train run polls faster.
+TRAIN_POLL_INTERVAL_S = "0.1"
+
+
+class TerminalFailure(RuntimeError):
+    """A deterministic trial failure (a TrialFailure with `retryable` False) on a Train worker, as a
+    plain exception: the trainer's own failure types take several constructor arguments and do not
+    survive the pickling that carries a worker's error back to the Train run's driver."""
 
 
 def build_trial_config(trial: Any, *, vocab_size: int, device: str, peak_flops: float | None) -> dict[str, Any]:
@@ -42,6 +64,9 @@ def build_trial_config(trial: Any, *, vocab_size: int, device: str, peak_flops: 
         "log_every_steps": max(1, trial.steps // 100),  # at most ~100 train points per curve
         "precision": train.precision, "compile": train.compile, "seed": train.seed, "device": device,
         "peak_flops": peak_flops,
+        # Sizing spreads a trial over several GPUs only when its state does not fit one, so those
+        # shard it; CPU processes (processes_per_trial) each hold a replica, as data-parallel.
+        "parallelism": "fsdp" if device != "cpu" and trial.sizing.devices > 1 else "ddp",
     }
 
 
@@ -49,36 +74,23 @@ def run_trial(config: dict[str, Any]) -> None:
     """The Ray Tune function trainable. `config["sweeper"]` holds the trial's payload."""
     import torch  # before anything that might import Ray's native libraries again
 
+    payload = config["sweeper"]
+    if payload.get("workers", 1) > 1:
+        _drive_train_run(payload)
+        return
+
     from ray import tune
 
     from sweeper.trainer import TrialConfig, TrialFailure, train
 
-    payload = config["sweeper"]
     torch.set_num_threads(max(1, int(payload["threads"])))
     trial_config = TrialConfig.from_dict(payload["trial_config"])
     train_tokens, val_tokens = open_data(payload)
     scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-{trial_config.trial_id}-"))
     try:
         resume_from = restore(scratch / "restored", payload["trial_dir"], payload.get("storage_endpoint"))
-        first = [True]
-
-        def reporter(metrics: dict[str, float], written: str | None) -> None:
-            if first[0]:  # the first point says where the trial runs, and where it resumed
-                import ray
-
-                metrics = {**metrics, NODE_KEY: ray.get_runtime_context().get_node_id()}
-                if resume_from is not None:
-                    metrics[RESUMED_KEY] = metrics["tokens"]
-                first[0] = False
-            if written is None or written == resume_from:
-                # resumed at the very end: the final point again, from a checkpoint already stored
-                tune.report(dict(metrics))
-                return
-            checkpoint = tune.Checkpoint.from_directory(written)
-            checkpoint.set_metadata({"step": int(Path(written).name.removeprefix("step_")),
-                                     "tokens": int(metrics["tokens"])})
-            tune.report(dict(metrics), checkpoint=checkpoint)
-
+        reporter = TrialReporter(resume_from, tune.Checkpoint,
+                                 lambda metrics, checkpoint: tune.report(metrics, checkpoint=checkpoint))
         try:
             train(trial_config, train_tokens, val_tokens, reporter, checkpoint_dir=str(scratch / "checkpoints"),
                   resume_from=resume_from)
@@ -90,16 +102,162 @@ def run_trial(config: dict[str, Any]) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+class TrialReporter:
+    """The trainer's reporter under Ray: the trainer's metrics, plus in the first result the node and
+    the resume point, and each new checkpoint with its step and tokens as metadata (which
+    `latest_persisted` reads). `send(metrics, checkpoint or None)` is tune.report for a trial in
+    one process, ray.train.report on rank 0 of a Train run."""
+
+    def __init__(self, resume_from: str | None, checkpoint_type: Any,
+                 send: Callable[[dict[str, Any], Any], None], processes: int = 1) -> None:
+        self.resume_from, self.checkpoint_type, self.send = resume_from, checkpoint_type, send
+        self.processes = processes
+        self.first = True
+
+    def __call__(self, metrics: dict[str, float], written: str | None) -> None:
+        out: dict[str, Any] = dict(metrics)
+        if self.first:  # the first point says where the trial runs, and where it resumed
+            import ray
+
+            out[NODE_KEY] = ray.get_runtime_context().get_node_id()
+            out[PROCESSES_KEY] = self.processes
+            if self.resume_from is not None:
+                out[RESUMED_KEY] = metrics["tokens"]
+            self.first = False
+        if written is None or written == self.resume_from:
+            # resumed at the very end: the final point again, from a checkpoint already stored
+            self.send(out, None)
+            return
+        checkpoint = self.checkpoint_type.from_directory(written)
+        checkpoint.set_metadata({"step": int(Path(written).name.removeprefix("step_")),
+                                 "tokens": int(metrics["tokens"])})
+        self.send(out, checkpoint)
+
+
+def _drive_train_run(payload: dict[str, Any]) -> None:
+    """The Tune trial of a trial over several devices: the driver of its Ray Train run."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from sweeper.storage import filesystem_for
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_POLL_INTERVAL_S)  # read by Train's controller
+    endpoint = payload.get("storage_endpoint")
+    filesystem, trial_path = filesystem_for(payload["trial_dir"], endpoint)
+    experiment_path, trial_id = trial_path.rsplit("/", 1)
+    resources = dict(payload["worker_resources"])
+    trainer = TorchTrainer(
+        _train_worker,
+        # Resolved once here, so that every worker restores the same checkpoint.
+        train_loop_config={"payload": payload, "resume": latest(payload["trial_dir"], endpoint)},
+        scaling_config=ray.train.ScalingConfig(num_workers=int(payload["workers"]), use_gpu="GPU" in resources,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            # The Train run's folder is the Tune trial's: its checkpoints land where latest_persisted
+            # looks, and a retried or later run of the trial finds Train's own record of them there.
+            name=trial_id, storage_path=experiment_path, storage_filesystem=filesystem,
+            callbacks=[TuneReportCallback()],
+            # A failed worker fails the Train run, so Tune retries the whole trial from its last
+            # checkpoint: one retry budget (the profile's `retries`) for every kind of trial, and the
+            # driver's view sees each retry and each resume as it does for one process.
+            failure_config=ray.train.FailureConfig(max_failures=0),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+    try:
+        trainer.fit()
+    except ray.train.WorkerGroupError as error:
+        terminal = [str(e) for e in error.worker_failures.values() if isinstance(e, TerminalFailure)]
+        if not terminal:
+            raise
+        tune.report({FAILURE_KEY: terminal[0]})
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """One process of a trial over several devices, in the process group Ray Train started (gloo on
+    CPUs, nccl on GPUs), which the trainer joins."""
+    import torch
+    import torch.distributed as dist
+
+    import ray.train
+    import ray.train.torch
+
+    from sweeper.trainer import TrialConfig, TrialFailure, train
+
+    payload = loop_config["payload"]
+    torch.set_num_threads(max(1, int(payload["threads"])))
+    values = dict(payload["trial_config"])
+    if values["device"] != "cpu":
+        values["device"] = str(ray.train.torch.get_device())  # this worker's GPU among those Train shows it
+    trial_config = TrialConfig.from_dict(values)
+    rank = ray.train.get_context().get_world_rank()
+    train_tokens, val_tokens = open_data(payload)
+    scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-{trial_config.trial_id}-{rank}-"))
+    try:
+        saved = loop_config["resume"]
+        resume_from = saved.to_directory(str(scratch / "restored")) if saved is not None else None
+        # called on rank 0 only; the size of the process group the trainer joined, not the one asked for
+        reporter = TrialReporter(resume_from, ray.train.Checkpoint, _lead_report,
+                                 processes=dist.get_world_size())
+        follower = None
+        if rank != 0:
+            follower = threading.Thread(target=_follow_reports, name="sweeper-report-follower", daemon=True)
+            follower.start()
+        try:
+            train(trial_config, train_tokens, val_tokens, reporter, checkpoint_dir=str(scratch / "checkpoints"),
+                  resume_from=resume_from)
+        except TrialFailure as failure:
+            if failure.retryable:
+                raise
+            raise TerminalFailure(str(failure)) from None
+        # After a failure the followers are left waiting: Train ends the whole worker group then.
+        if rank == 0:
+            _broadcast(False)
+        elif follower is not None:
+            follower.join()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ray.train.report is a collective: every worker of the run calls it, and Train hands rank 0's metrics
+# (and its checkpoint) on to Tune. The trainer reports from rank 0 only, so on every other rank a
+# follower thread takes part in each report of rank 0, which first tells them by a broadcast
+# whether a report follows (True) or training is over (False).
+
+def _broadcast(more: bool | None) -> bool:
+    from ray.train import collective
+
+    return bool(collective.broadcast_from_rank_zero(more))
+
+
+def _lead_report(metrics: dict[str, Any], checkpoint: Any) -> None:
+    import ray.train
+
+    _broadcast(True)
+    ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _follow_reports() -> None:
+    import ray.train
+
+    while _broadcast(None):
+        ray.train.report({})
+
+
 def restore(target: Path, trial_dir: str, endpoint: str | None = None) -> str | None:
     """A local copy of the latest checkpoint of this trial, from this Tuner or an earlier one."""
-    from ray import tune
-
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        checkpoint = latest_persisted(trial_dir, endpoint)
+    checkpoint = latest(trial_dir, endpoint)
     if checkpoint is None:
         return None
     return checkpoint.to_directory(str(target))
+
+
+def latest(trial_dir: str, endpoint: str | None = None) -> Any:
+    """The trial's latest checkpoint: Tune's own in a retry, else the highest step in storage."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    return checkpoint if checkpoint is not None else latest_persisted(trial_dir, endpoint)
 
 
 def latest_persisted(trial_dir: str, endpoint: str | None = None) -> Any:
