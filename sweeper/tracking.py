@@ -95,8 +95,11 @@ class Tracking:
         """Every trial run of the experiment (or of `trial_ids`). Where a trial has several runs,
         a FINISHED one wins, then the most recent."""
         wanted = set(trial_ids) if trial_ids is not None else None
+        query = f"tags.`{TAG_KIND}` = 'trial'"
+        if wanted is not None and len(wanted) == 1:  # one trial (a run starting): ask for it alone, so
+            query += f" and tags.`{TAG_TRIAL}` = '{next(iter(wanted))}'"  # the cost stays flat as runs add up
         records: dict[str, tuple[int, TrialRecord]] = {}
-        for run in self._search(f"tags.`{TAG_KIND}` = 'trial'"):
+        for run in self._search(query):
             trial_id = run.data.tags.get(TAG_TRIAL, "")
             if wanted is not None and trial_id not in wanted:
                 continue

@@ -61,7 +61,7 @@ def build_trial_config(trial: Any, *, vocab_size: int, device: str, peak_flops: 
         "batch_sequences": train.batch_sequences, "micro_batch": trial.sizing.micro_batch,
         "eval_steps": list(trial.eval_steps), "mdm_eval_samples": train.mdm_eval_samples,
         "checkpoint_every_steps": trial.checkpoint_every_steps,
-        "log_every_steps": max(1, trial.steps // 100),  # at most ~100 train points per curve
+        "log_every_steps": -(-trial.steps // 100),  # at most 100 train points per curve (ceil)
         "precision": train.precision, "compile": train.compile, "seed": train.seed, "device": device,
         "peak_flops": peak_flops,
         # Sizing spreads a trial over several GPUs only when its state does not fit one, so those
@@ -84,6 +84,10 @@ def run_trial(config: dict[str, Any]) -> None:
     from sweeper.trainer import TrialConfig, TrialFailure, train
 
     torch.set_num_threads(max(1, int(payload["threads"])))
+    if payload["trial_config"].get("compile"):
+        # Tune runs trials in turn in one process (reuse_actors): an earlier trial's compiled
+        # graphs must neither linger nor count against dynamo's recompile limit.
+        torch._dynamo.reset()
     trial_config = TrialConfig.from_dict(payload["trial_config"])
     train_tokens, val_tokens = open_data(payload)
     scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-{trial_config.trial_id}-"))
