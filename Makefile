@@ -15,6 +15,13 @@ PIP := $(BIN)/python -m pip
 
 setup: $(VENV)/.installed
 
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
 # Programs the tests drive for real, from Debian's packages: Chromium renders the MLflow UI, and
 # PostgreSQL backs the team MLflow server of infra/mlflow. Installed only where missing.
 system-packages:
