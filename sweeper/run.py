@@ -206,6 +206,11 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Many short trials finishing together trip Tune's checkpoint-sync warning; it is harmless here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if profile.ray.address == "embedded" and not in_cluster:
+        # In-process and bound to loopback: Ray's token auth guards nothing here. Set before Ray is
+        # imported, which reads it once: a shell with RAY_AUTH_MODE=token (say, one that sourced a
+        # cluster's env.sh) would otherwise leave this driver and its workers disagreeing.
+        os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -234,8 +239,6 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
     if in_cluster:
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), **quiet)  # the job's own cluster
     elif address == "embedded":
-        # In-process and bound to loopback: Ray's token auth guards nothing here.
-        os.environ["RAY_AUTH_MODE"] = "disabled"
         # On CPUs the trial slots are all the CPUs Ray sees, plus one for the Train drivers of trials
         # over several processes (TRAIN_DRIVER_RESOURCES each): workers take whole CPUs, and with a
         # driver running that extra CPU is never whole, so the workers still get exactly the slots.

@@ -72,7 +72,6 @@ def s3_keys(setup: local.LocalCluster, prefix: str) -> list[str]:
 
 
 def jobs(setup: local.LocalCluster) -> list:
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     from ray.dashboard.modules.job.sdk import JobSubmissionClient
 
     return JobSubmissionClient(setup.ray_address, headers={"Authorization": f"Bearer {setup.secrets.ray_token}"}
