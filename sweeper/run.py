@@ -171,9 +171,10 @@ def _preflight(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequenc
     if max_device_hours is not None and device_hours > max_device_hours:
         raise UserError(f"the {len(selection.to_run)} trials to run need an estimated {device_hours:,.2f} "
                         f"device-hours, more than --max-device-hours {max_device_hours:g}")
-    estimate_s = _makespan(plan, selection.to_run)
+    concurrent = max_concurrent_trials(profile, selection.to_run)
+    estimate_s = _makespan(plan, selection.to_run, concurrent)
     console.print(f"estimated {fmt_duration(estimate_s)} on {profile.name} ({profile.hardware.name}, "
-                  f"{profile.concurrency} concurrent; {profile.hardware.assumption()})")
+                  f"{concurrent} concurrent; {profile.hardware.assumption()})")
     return tracking, selection, root, estimate_s
 
 
@@ -418,10 +419,10 @@ class StopWatcher:
                 return
 
 
-def _makespan(plan: Plan, trials: Sequence[Trial]) -> float:
+def _makespan(plan: Plan, trials: Sequence[Trial], concurrency: int) -> float:
     import dataclasses
 
-    return dataclasses.replace(plan, trials=tuple(trials)).makespan_seconds()
+    return dataclasses.replace(plan, trials=tuple(trials), concurrency=concurrency).makespan_seconds()
 
 
 def _plan_json(spec: SweepSpec, plan: Plan) -> dict[str, Any]:
