@@ -53,3 +53,14 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert report.returncode == 0, report.stdout + report.stderr
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert len(list((out / "figures").glob("*.png"))) >= 4
+    assert (out / "figures" / "curves.png").is_file()  # every trial's curve, read back from MLflow
+
+    # The fit and the report also sit on the sweep's parent run, for the UI.
+    from mlflow.tracking import MlflowClient
+
+    parent, = [r for r in runs(tmp_path / "mlflow.db", "quickstart") if r.data.tags.get("sweeper.kind") == "sweep"]
+    assert parent.data.tags["sweeper.fit.loss"] == "final"
+    assert {"fit.ar.n_trials", "fit.mdm.n_trials", "fit.ar.alpha"} <= set(parent.data.metrics)
+    logged = {a.path for a in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(parent.info.run_id,
+                                                                                                  "report")}
+    assert {"report/report.md", "report/report.html", "report/figures"} <= logged
