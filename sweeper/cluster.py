@@ -74,8 +74,8 @@ def job_client(address: str) -> Any:
         client.list_jobs()
     except AuthenticationError as error:
         first = str(error).strip().splitlines()[0]
-        hint = "RAY_AUTH_TOKEN is not the cluster's token" if os.environ.get("RAY_AUTH_TOKEN") or \
-            _token_available() else "set RAY_AUTH_TOKEN (or ~/.ray/auth_token) to the cluster's token"
+        hint = "RAY_AUTH_TOKEN is not the cluster's token" if _token_available() else \
+            "set RAY_AUTH_TOKEN (or ~/.ray/auth_token) to the cluster's token"
         raise UserError(f"the Ray cluster at {address} refused the request ({first}): {hint}") from None
     except (ConnectionError, OSError) as error:
         raise UserError(f"cannot reach the Ray cluster's Jobs API at {address} "

@@ -58,8 +58,10 @@ def storage_root(profile: Profile) -> str:
 
 
 def storage_endpoint(profile: Profile) -> str | None:
-    endpoint = profile.storage.endpoint
-    return resolve_env(endpoint, f"{profile.file} storage.endpoint") or None if endpoint else None
+    """The S3-compatible endpoint of the profile's storage, as the data layer resolves it."""
+    from sweeper.data.storage import StorageLocation
+
+    return StorageLocation.from_profile(profile).endpoint
 
 
 def tracking_uri(profile: Profile) -> str:
