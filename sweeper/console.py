@@ -22,8 +22,14 @@ class UserError(Exception):
     exit_code = 2
 
 
+def one_line(text: str) -> str:
+    """Newlines, escape sequences and other unprintable characters written as escapes (\\n, \\x1b), so a
+    message stays one line and text from a file cannot drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def fail(error: UserError) -> int:
-    err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True, emoji=False)
+    err_console.print(f"[bold red]error:[/] {escape(one_line(str(error)))}", soft_wrap=True, emoji=False)
     return error.exit_code
 
 

@@ -15,15 +15,18 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from sweeper.presets import ModelSpec, num_params
 from sweeper.schema import check_keys, describe, read_dataclass, read_number, read_value, require_mapping, \
     spec_field, suggest
-from sweeper.yamlnodes import Node, SpecError
+from sweeper.yamlnodes import Node, NumberText, SpecError
 
 BASE_AXES = ("family", "model", "unique_tokens", "epochs")
 DERIVED_KEYS = ("tokens", "flops")  # usable in `when` / `exclude`, not as axes
+MAX_TOKENS = 10**15  # unique or seen: a thousand times the largest corpora trained on today
+MAX_EPOCHS = 10**6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,10 +48,10 @@ class ComputeOptimalLaw:
     """L = E + A/N^alpha + B/D^beta; only A, B, alpha, beta fix N_opt(C). Default: datablations' C4
     fit (PAPER.md: A=520.96, B=1488.2, alpha=beta=0.3527)."""
 
-    A: float = spec_field(520.96, positive=True)
-    B: float = spec_field(1488.2, positive=True)
-    alpha: float = spec_field(0.3527, positive=True)
-    beta: float = spec_field(0.3527, positive=True)
+    A: float = spec_field(520.96, positive=True, max=1e12)
+    B: float = spec_field(1488.2, positive=True, max=1e12)
+    alpha: float = spec_field(0.3527, positive=True, max=10)
+    beta: float = spec_field(0.3527, positive=True, max=10)
 
     def optimal_params(self, flops: float) -> float:
         """N_opt(C) = G (C/6)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta)) (PAPER.md)."""
@@ -59,8 +62,8 @@ class ComputeOptimalLaw:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IsoFlop:
-    flops: tuple[float, ...] = spec_field(positive=True)
-    window: float = spec_field(3.0, min=1, doc="keep models with N_opt/window <= N <= N_opt*window")
+    flops: tuple[float, ...] = spec_field(positive=True, max=1e30)
+    window: float = spec_field(3.0, min=1, max=1e6, doc="keep models with N_opt/window <= N <= N_opt*window")
     law: ComputeOptimalLaw = ComputeOptimalLaw()
 
 
@@ -82,6 +85,8 @@ class Condition:
     def holds(self, value: Any) -> bool:
         if self.values is not None:
             return value in self.values
+        if value is None:  # a train key switched off (grad_clip: null) is in no range
+            return False
         return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
 
 
@@ -139,14 +144,14 @@ class _AxisTypes:
         if key == "family":
             return read_value(Literal["ar", "mdm"], node)
         if key == "model":
-            name = read_value(str, node) if not isinstance(node.value, (int, float)) else str(node.value)
+            name = read_value(str, node) if not isinstance(node.value, NumberText) else str(node.value)
             if name not in self.models:
                 raise node.error(f"unknown model preset '{name}'{suggest(name, self.models)}")
             return name
         if key in ("unique_tokens", "tokens"):
-            return read_number(node, integral=True, positive=True)
+            return read_number(node, integral=True, positive=True, max=MAX_TOKENS)
         if key == "epochs":
-            number = read_number(node, integral=False, positive=True)
+            number = read_number(node, integral=False, positive=True, max=MAX_EPOCHS)
             if number < 1:
                 raise node.error(f"epochs must be at least 1, got {describe(node.value)} "
                                  "(for less data, lower unique_tokens)")
@@ -155,6 +160,14 @@ class _AxisTypes:
             return read_number(node, integral=False, positive=True)
         hint, meta = self.train_fields[key]
         return read_value(hint, node, meta)
+
+    def is_number(self, key: str) -> bool:
+        if key in ("unique_tokens", "tokens", "epochs", "flops"):
+            return True
+        hint = self.train_fields[key][0] if key in self.train_fields else None
+        if get_origin(hint) in (Union, UnionType):  # grad_clip: float | None
+            return all(a in (int, float) for a in get_args(hint) if a is not type(None))
+        return hint in (int, float)
 
     def read_list(self, key: str, node: Node) -> tuple[Any, ...]:
         items = node.value if node.is_sequence else [node]
@@ -258,6 +271,8 @@ def _read_rule(node: Node, types: _AxisTypes, what: str) -> Rule:
     conditions = []
     for key, child in node.value.items():
         if child.is_mapping:
+            if not types.is_number(key):
+                raise child.error(f"a {{min, max}} range needs a numeric key; '{key}' takes a value or a list")
             check_keys(child, ("min", "max"), f"the range for '{key}'")
             bound = {k: read_number(v, integral=False) for k, v in child.value.items()}
             if not bound:
@@ -321,10 +336,16 @@ def _isoflop_points(iso: IsoFlop, values: dict[str, Any], settings: tuple, model
                     vocab_size: int, origin: Origin) -> Iterator[Point]:
     n_params = num_params(models[values["model"]], vocab_size)
     for budget in iso.flops:
-        n_opt = iso.law.optimal_params(budget)
+        try:
+            n_opt = iso.law.optimal_params(budget)
+        except OverflowError:
+            raise origin.error(f"the compute-optimal law overflows at {budget:g} FLOPs; check isoflop.law") from None
         if not n_opt / iso.window <= n_params <= n_opt * iso.window:
             continue
         tokens = round(budget / (6 * n_params))
+        if tokens < 1:
+            raise origin.error(f"{budget:g} FLOPs leave model {values['model']} (N = {n_params:,}) less than one token; "
+                               "raise the budget or narrow isoflop.window")
         unique = min(values.get("unique_tokens", tokens), tokens)
         yield Point(family=values["family"], model=values["model"], unique_tokens=unique, tokens=tokens,
                     epochs=tokens / unique, settings=settings, flops_budget=budget, origin=origin)

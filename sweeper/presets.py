@@ -30,11 +30,11 @@ class ModelSpec:
     """A transformer shape shared by both families (ar and mdm differ only in attention mask and loss)."""
 
     name: str
-    d_model: int = spec_field(positive=True)
-    layers: int = spec_field(positive=True)
-    heads: int = spec_field(positive=True)
-    head_dim: int | None = spec_field(None, positive=True, doc="default: d_model / heads")
-    h_f: int | None = spec_field(None, positive=True, doc="SwiGLU width; default int((8 d_model/3)/64)*64")
+    d_model: int = spec_field(positive=True, max=2**17)
+    layers: int = spec_field(positive=True, max=4096)
+    heads: int = spec_field(positive=True, max=4096)
+    head_dim: int | None = spec_field(None, positive=True, max=2**16, doc="default: d_model / heads")
+    h_f: int | None = spec_field(None, positive=True, max=2**20, doc="SwiGLU width; default int((8 d_model/3)/64)*64")
 
     def __post_init__(self) -> None:
         if self.head_dim is None:

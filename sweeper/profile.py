@@ -29,19 +29,19 @@ class Hardware:
 
     accelerator: Literal["cpu", "cuda"]
     name: str
-    nodes: int = spec_field(1, positive=True)
-    devices_per_node: int = spec_field(positive=True)
-    memory_per_device: int = spec_field(positive=True, unit="bytes")
-    cpus_per_trial: int = spec_field(1, positive=True)
-    processes_per_trial: int = spec_field(1, positive=True, doc="cpu: data-parallel (gloo) processes per "
+    nodes: int = spec_field(1, positive=True, max=100_000)
+    devices_per_node: int = spec_field(positive=True, max=1024)
+    memory_per_device: int = spec_field(positive=True, max=2**50, unit="bytes")
+    cpus_per_trial: int = spec_field(1, positive=True, max=4096)
+    processes_per_trial: int = spec_field(1, positive=True, max=4096, doc="cpu: data-parallel (gloo) processes per "
                                           "trial, each a device with cpus_per_trial cores")
-    peak_flops: float | None = spec_field(None, positive=True, doc="dense bf16 FLOP/s per device (for MFU)")
+    peak_flops: float | None = spec_field(None, positive=True, max=1e18, doc="dense bf16 FLOP/s per device (for MFU)")
     assumed_mfu: float | None = spec_field(None, positive=True, max=1, doc="utilisation the estimate assumes")
-    sustained_flops: float | None = spec_field(None, positive=True, doc="measured FLOP/s per device")
-    price_per_device_hour: float | None = spec_field(None, min=0)
-    max_micro_batch: int = spec_field(64, positive=True)
-    max_trials_per_device: int = spec_field(1, positive=True, doc="small trials share a GPU up to this many")
-    share_below_params: int = spec_field(100_000_000, positive=True, doc="only trials smaller than this share")
+    sustained_flops: float | None = spec_field(None, positive=True, max=1e18, doc="measured FLOP/s per device")
+    price_per_device_hour: float | None = spec_field(None, min=0, max=1e6)
+    max_micro_batch: int = spec_field(64, positive=True, max=4096)
+    max_trials_per_device: int = spec_field(1, positive=True, max=64, doc="small trials share a GPU up to this many")
+    share_below_params: int = spec_field(100_000_000, positive=True, max=10**15, doc="only trials smaller than this share")
 
     def __post_init__(self) -> None:
         if self.processes_per_trial > 1 and self.accelerator != "cpu":
@@ -97,8 +97,8 @@ class Profile:
     mlflow: MlflowSettings = MlflowSettings()
     storage: StorageSettings
     hardware: Hardware
-    concurrency: int = spec_field(1, positive=True)
-    retries: int = spec_field(2, min=0)
+    concurrency: int = spec_field(1, positive=True, max=100_000)
+    retries: int = spec_field(2, min=0, max=1000)
 
 
 def resolve_env(value: str, where: str) -> str:

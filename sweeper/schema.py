@@ -16,7 +16,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from sweeper.yamlnodes import Node, SpecError, child_path, parse_bytes, parse_number
+from sweeper.yamlnodes import Node, NumberRangeError, NumberText, SpecError, child_path, parse_bytes, parse_number
 
 T = TypeVar("T")
 
@@ -49,13 +49,20 @@ def suggest(word: str, choices: typing.Iterable[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+MAX_SHOWN = 60  # characters of a value quoted in a message
+
+
 def describe(value: Any) -> str:
+    """A value as a message quotes it: escaped (repr), and cut short when long."""
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
         return "a list"
     if value is None:
         return "nothing (null)"
+    if isinstance(value, str) and len(value) > MAX_SHOWN:
+        shown = repr(type(value)(value[:MAX_SHOWN]))
+        return f"{shown}... ({len(value):,} characters)"
     return repr(value)
 
 
@@ -64,7 +71,7 @@ def check_keys(node: Node, allowed: typing.Iterable[str], what: str) -> None:
     for key, child in node.value.items():
         if key not in allowed:
             hint = suggest(key, allowed) or f" (known keys: {', '.join(sorted(allowed))})"
-            raise SpecError(f"unknown key '{key}' in {what}{hint}", file=child.file, line=child.line,
+            raise SpecError(f"unknown key {describe(key)} in {what}{hint}", file=child.file, line=child.line,
                             path=child.path)
 
 
@@ -130,7 +137,7 @@ def read_value(hint: Any, node: Node, meta: typing.Mapping[str, Any] | None = No
             raise node.error(f"expected true or false, got {describe(node.value)}")
         return node.value
     if hint is str:
-        if not isinstance(node.value, str) or not node.value.strip():
+        if not isinstance(node.value, str) or isinstance(node.value, NumberText) or not node.value.strip():
             raise node.error(f"expected a non-empty string, got {describe(node.value)}")
         return node.value
     if hint in (int, float):
@@ -155,7 +162,10 @@ def _bounds(meta: typing.Mapping[str, Any]) -> dict[str, Any]:
 def read_number(node: Node, *, integral: bool, positive: bool = False, min: float | None = None,
                 max: float | None = None, below: float | None = None, unit: str | None = None) -> int | float:
     """A number with optional units; `integral` numbers must be whole (1.5B is, 2.5 is not)."""
-    number = parse_bytes(node.value) if unit == "bytes" else parse_number(node.value)
+    try:
+        number = parse_bytes(node.value) if unit == "bytes" else parse_number(node.value)
+    except NumberRangeError as error:
+        raise node.error(f"{describe(node.value)} {error}") from None
     kind = "a size in bytes (e.g. 80GB)" if unit == "bytes" else ("a whole number" if integral else "a number")
     if positive:
         kind = f"a positive {kind.removeprefix('a ')}"
@@ -174,11 +184,16 @@ def _check_bounds(node: Node, number: Decimal, kind: str, *, positive: bool, min
     if positive and number <= 0:
         raise node.error(f"expected {kind}, got {shown}")
     if min is not None and number < Decimal(repr(min)):
-        raise node.error(f"expected a value of at least {min:g}, got {shown}")
+        raise node.error(f"expected a value of at least {_bound(min)}, got {shown}")
     if max is not None and number > Decimal(repr(max)):
-        raise node.error(f"expected a value of at most {max:g}, got {shown}")
+        raise node.error(f"expected a value of at most {_bound(max)}, got {shown}")
     if below is not None and number >= Decimal(repr(below)):
-        raise node.error(f"expected a value below {below:g}, got {shown}")
+        raise node.error(f"expected a value below {_bound(below)}, got {shown}")
+
+
+def _bound(value: float) -> str:
+    """4,294,967,295 and 10,000 in full; 1e15 and 0.5 short."""
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e13 else f"{value:g}".replace("e+", "e")
 
 
 def node_at(node: Node, key: str | int) -> Node:

@@ -16,15 +16,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from sweeper.grid import Grid, read_grid
+from sweeper.grid import MAX_TOKENS, Grid, read_grid
 from sweeper.presets import PRESETS, ModelSpec
-from sweeper.schema import FieldError, check_keys, read_dataclass, read_value, require_mapping, spec_field
+from sweeper.schema import FieldError, check_keys, describe, read_dataclass, read_value, require_mapping, \
+    spec_field
 from sweeper.yamlnodes import Node, SpecError, load_yaml, merge
 
 SPEC_VERSION = 1
 Family = Literal["ar", "mdm"]
 FAMILIES: tuple[str, ...] = ("ar", "mdm")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_SEED = 2**32 - 1  # numpy and torch both take it
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -70,12 +72,12 @@ class SyntheticSource:
 
     kind: Literal["synthetic"]
     process: Literal["hmm"] = "hmm"
-    states: int = spec_field(64, positive=True)
-    symbols: int = spec_field(255, min=2)
-    branching: int = spec_field(2, positive=True)
-    emissions: int = spec_field(2, positive=True)
-    document_length: int = spec_field(1024, positive=True, doc="symbols per document")
-    seed: int = spec_field(0, min=0)
+    states: int = spec_field(64, positive=True, max=2**20)
+    symbols: int = spec_field(255, min=2, max=2**31 - 2)
+    branching: int = spec_field(2, positive=True, max=2**10)
+    emissions: int = spec_field(2, positive=True, max=2**16)
+    document_length: int = spec_field(1024, positive=True, max=10**9, doc="symbols per document")
+    seed: int = spec_field(0, min=0, max=MAX_SEED)
 
     def __post_init__(self) -> None:
         if self.branching > self.states:
@@ -99,9 +101,9 @@ class TokenizerSpec:
     vocab_size: int = spec_field(min=2, max=2**31 - 1)
     name: str | None = None
     file: str | None = None
-    train_text_bytes: int | None = spec_field(None, positive=True, unit="bytes",
+    train_text_bytes: int | None = spec_field(None, positive=True, max=10**13, unit="bytes",
                                               doc="train_bpe: learn from the first this-many bytes of text")
-    seed: int = spec_field(0, min=0)
+    seed: int = spec_field(0, min=0, max=MAX_SEED)
 
     def __post_init__(self) -> None:
         if self.kind == "pretrained" and (self.name is None) == (self.file is None):
@@ -127,8 +129,8 @@ class DataSpec:
 
     train: Source
     tokenizer: TokenizerSpec
-    seq_len: int = spec_field(positive=True)
-    validation_tokens: int = spec_field(positive=True)
+    seq_len: int = spec_field(positive=True, max=2**20)
+    validation_tokens: int = spec_field(positive=True, max=MAX_TOKENS)
     validation: Source | None = None
 
     def __post_init__(self) -> None:
@@ -178,23 +180,23 @@ class TrainSpec:
 
     optimizer: Literal["adamw"] = "adamw"
     betas: tuple[float, float] = spec_field((0.9, 0.95), min=0, below=1)
-    eps: float = spec_field(1e-8, positive=True)
-    lr_peak: float = spec_field(2e-4, positive=True)
-    lr_min: float = spec_field(2e-5, min=0)
+    eps: float = spec_field(1e-8, positive=True, max=1)
+    lr_peak: float = spec_field(2e-4, positive=True, max=10)
+    lr_min: float = spec_field(2e-5, min=0, max=10)
     warmup_fraction: float = spec_field(0.01, min=0, below=1)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    weight_decay: float = spec_field(0.1, min=0)
-    grad_clip: float | None = spec_field(1.0, positive=True, doc="null turns clipping off")
+    weight_decay: float = spec_field(0.1, min=0, max=100)
+    grad_clip: float | None = spec_field(1.0, positive=True, max=1e6, doc="null turns clipping off")
     dropout: float = spec_field(0.1, min=0, below=1)
-    init_std: float = spec_field(0.02, positive=True)
+    init_std: float = spec_field(0.02, positive=True, max=10)
     precision: Literal["bf16", "fp32"] = "bf16"
-    batch_sequences: int = spec_field(256, positive=True, doc="global batch, in sequences of seq_len")
-    eval_points: int = spec_field(24, positive=True, doc="evaluations after the untrained one; the last is final")
+    batch_sequences: int = spec_field(256, positive=True, max=2**20, doc="global batch, in sequences of seq_len")
+    eval_points: int = spec_field(24, positive=True, max=10_000, doc="evaluations after the untrained one; the last is final")
     eval_spacing: Literal["log", "linear"] = "log"
-    mdm_eval_samples: int = spec_field(32, positive=True, doc="Monte-Carlo draws of t per validation sequence")
-    seed: int = spec_field(1234, min=0)
+    mdm_eval_samples: int = spec_field(32, positive=True, max=100_000, doc="Monte-Carlo draws of t per validation sequence")
+    seed: int = spec_field(1234, min=0, max=MAX_SEED)
     compile: bool = spec_field(True, doc="how, not what: excluded from trial ids")
-    checkpoint_every_minutes: float = spec_field(30.0, positive=True, doc="how, not what: excluded from ids")
+    checkpoint_every_minutes: float = spec_field(30.0, positive=True, max=1e6, doc="how, not what: excluded from ids")
 
     def __post_init__(self) -> None:
         if self.lr_min > self.lr_peak:
@@ -281,8 +283,13 @@ def _load_chain(path: Path, seen: list[Path]) -> tuple[Node, list[str]]:
         return node, [node.file]
     parent_name = read_value(str, extends)
     parent_path = path.parent / parent_name
-    if not parent_path.is_file():
-        raise extends.error(f"extends {parent_name!r}: no such file {_display(parent_path)}")
+    try:
+        found = parent_path.is_file()
+    except (OSError, ValueError) as error:  # a name too long for the filesystem, a NUL byte
+        reason = getattr(error, "strerror", None) or str(error)
+        raise extends.error(f"extends {describe(parent_name)}: {reason}") from None
+    if not found:
+        raise extends.error(f"extends {describe(parent_name)}: no such file {_display(parent_path)}")
     parent, parent_files = _load_chain(parent_path, [*seen, resolved])
     own = Node({k: v for k, v in node.value.items() if k != "extends"}, node.file, node.line, node.path)
     return merge(parent, own), [node.file, *parent_files]

@@ -10,7 +10,7 @@ from typing import Any
 
 from sweeper.console import UserError
 from sweeper.schema import suggest
-from sweeper.yamlnodes import parse_number
+from sweeper.yamlnodes import NumberRangeError, parse_number
 
 _EXPRESSION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(!=|>=|<=|=|>|<)\s*(.+?)\s*$")
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
@@ -50,7 +50,10 @@ def parse_where(expressions: Iterable[str], *, train_keys: Iterable[str] = ()) -
                 raise UserError(f"--where {text!r}: '{key}' compares with = or != only")
             values: tuple[Any, ...] = parts
         else:
-            numbers = [parse_number(p) for p in parts]
+            try:
+                numbers = [parse_number(p) for p in parts]
+            except NumberRangeError as error:
+                raise UserError(f"--where {text!r}: the number {error}") from None
             values = tuple(float(n) if n is not None else p for n, p in zip(numbers, parts))
             if op not in ("=", "!=") and not isinstance(values[0], float):
                 raise UserError(f"--where {text!r}: '{raw}' is not a number")
