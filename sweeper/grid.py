@@ -13,6 +13,7 @@ Then `overrides` set train keys where their `when` matches, `exclude` drops matc
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import UnionType
@@ -25,6 +26,10 @@ from sweeper.yamlnodes import Node, NumberText, SpecError
 
 BASE_AXES = ("family", "model", "unique_tokens", "epochs")
 DERIVED_KEYS = ("tokens", "flops")  # usable in `when` / `exclude`, not as axes
+# Points a grid may expand to unless the spec raises `max_grid_points`: a study of 10,000 trials is
+# already large, and a typo in an axis should not spend minutes and gigabytes before failing.
+MAX_GRID_POINTS = 10_000
+MAX_GRID_POINTS_LIMIT = 10**7
 MAX_TOKENS = 10**15  # unique or seen: a thousand times the largest corpora trained on today
 MAX_EPOCHS = 10**6
 
@@ -182,7 +187,8 @@ class _AxisTypes:
         return tuple(values)
 
 
-def read_grid(root: Node, *, models: Mapping[str, ModelSpec], train_fields: Mapping[str, tuple[Any, Any]]) -> Grid:
+def read_grid(root: Node, *, models: Mapping[str, ModelSpec], train_fields: Mapping[str, tuple[Any, Any]],
+              max_points: int = MAX_GRID_POINTS) -> Grid:
     types = _AxisTypes(models, train_fields)
     grid_node = root.value["grid"]
     block_nodes = grid_node.value if grid_node.is_sequence else [grid_node]
@@ -191,9 +197,36 @@ def read_grid(root: Node, *, models: Mapping[str, ModelSpec], train_fields: Mapp
     blocks = tuple(_read_block(node, types) for node in block_nodes)
     top = root.value
     include = tuple(_read_include(n, types) for n in _list(top.get("include"), "include points"))
+    _check_size(blocks, len(include), max_points)
     exclude = tuple(_read_rule(n, types, "exclude rule") for n in _list(top.get("exclude"), "exclude rules"))
     overrides = tuple(_read_override(n, types) for n in _list(top.get("overrides"), "overrides"))
     return Grid(blocks=blocks, include=include, exclude=exclude, overrides=overrides)
+
+
+def block_factors(block: Block) -> list[tuple[str, int]]:
+    """(axis or zip group, number of values) whose product is the block's number of points, before
+    exclusions (an iso-FLOP block: at most one point per model and budget)."""
+    factors = [(name, len(values)) for name, values in block.axes]
+    factors += [("+".join(names), len(rows)) for names, rows in block.zips]
+    if block.isoflop is not None:
+        factors.append(("isoflop.flops", len(block.isoflop.flops)))
+    return factors
+
+
+def _check_size(blocks: tuple[Block, ...], includes: int, max_points: int) -> None:
+    """Counted from the axis lengths, before anything is expanded."""
+    sizes = [math.prod(n for _, n in block_factors(block)) for block in blocks]
+    total = sum(sizes) + includes
+    if total <= max_points:
+        return
+    largest = max(range(len(blocks)), key=sizes.__getitem__)
+    factors = " x ".join(f"{name} {n:,}" for name, n in block_factors(blocks[largest]))
+    whole = f"; the grid has {total:,} in all" if total != sizes[largest] else ""
+    advice = f"set `max_grid_points: {total}` at the top of the spec to plan them all" \
+        if total <= MAX_GRID_POINTS_LIMIT else f"sweeper plans at most {MAX_GRID_POINTS_LIMIT:,}: split the study"
+    raise blocks[largest].origin.error(
+        f"this block expands to {sizes[largest]:,} points ({factors}){whole}, over the limit of {max_points:,}; "
+        f"{advice}")
 
 
 def _list(node: Node | None, what: str) -> list[Node]:

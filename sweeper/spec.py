@@ -16,16 +16,20 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from sweeper.grid import MAX_TOKENS, Grid, read_grid
+from sweeper.grid import MAX_GRID_POINTS, MAX_GRID_POINTS_LIMIT, MAX_TOKENS, Grid, read_grid
 from sweeper.presets import PRESETS, ModelSpec
-from sweeper.schema import FieldError, check_keys, describe, read_dataclass, read_value, require_mapping, \
-    spec_field
+from sweeper.schema import FieldError, check_keys, describe, read_dataclass, read_number, read_value, \
+    require_mapping, spec_field
 from sweeper.yamlnodes import Node, SpecError, load_yaml, merge
 
 SPEC_VERSION = 1
 Family = Literal["ar", "mdm"]
 FAMILIES: tuple[str, ...] = ("ar", "mdm")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# A trial's MLflow run name, family-model-U…-e…-s…, must stay within MLflow's 250 characters.
+MAX_NAME = 100
+# MLflow's SQL stores hold 256 characters of an experiment name; a folder name holds 255 bytes.
+MAX_EXPERIMENT_CHARS, MAX_EXPERIMENT_BYTES = 250, 255
 MAX_SEED = 2**32 - 1  # numpy and torch both take it
 
 
@@ -210,7 +214,38 @@ HOW_KEYS = frozenset({"compile", "checkpoint_every_minutes", "streaming"})
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrackingSpec:
+    """`experiment` names the MLflow experiment and the sweep's folder under the profile's storage
+    (`{storage.path}/{experiment}/{trial id}`), so it must be one safe folder name; default: the spec's name."""
+
     experiment: str | None = None
+
+    def __post_init__(self) -> None:
+        problem = experiment_problem(self.experiment) if self.experiment is not None else None
+        if problem:
+            raise FieldError("experiment", f"experiment {describe(self.experiment)} {problem}")
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a sweep or a model (it is part of trial names and MLflow run names), or None."""
+    if not _NAME.fullmatch(name):
+        return "may use only letters, digits, '_', '.' and '-', starting with a letter or digit"
+    if len(name) > MAX_NAME:
+        return f"is {len(name):,} characters; a name may have at most {MAX_NAME}"
+    return None
+
+
+def experiment_problem(experiment: str) -> str | None:
+    """Why `experiment` cannot name an MLflow experiment and the sweep's storage folder, or None."""
+    if len(experiment) > MAX_EXPERIMENT_CHARS or len(experiment.encode()) > MAX_EXPERIMENT_BYTES:
+        return f"is too long: MLflow keeps at most {MAX_EXPERIMENT_CHARS} characters, a folder name {MAX_EXPERIMENT_BYTES} bytes"
+    if "/" in experiment or "\\" in experiment or experiment in (".", ".."):
+        return ("names the sweep's folder under storage.path, so it may not contain '/' or '\\' "
+                "or be '.' or '..'")
+    if not experiment.isprintable():
+        return "may not contain control characters"
+    if experiment != experiment.strip():
+        return "may not begin or end with a space"
+    return None
 
 
 # --- the spec -----------------------------------------------------------------------------------
@@ -237,7 +272,7 @@ class SweepSpec:
 
 
 TOP_KEYS = ("version", "name", "description", "extends", "data", "train", "models", "grid", "include",
-            "exclude", "overrides", "tracking")
+            "exclude", "overrides", "tracking", "max_grid_points")
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -253,14 +288,17 @@ def load_spec(path: str | Path) -> SweepSpec:
     if version != SPEC_VERSION:
         raise top["version"].error(f"unsupported spec version {version}; this sweeper reads version {SPEC_VERSION}")
     name = read_value(str, top["name"])
-    if not _NAME.match(name):
-        raise top["name"].error(f"name {name!r} may use only letters, digits, '_', '.' and '-'")
+    problem = name_problem(name)
+    if problem:
+        raise top["name"].error(f"name {describe(name)} {problem}")
     description = read_value(str, top["description"]) if "description" in top else ""
     data = read_data(top["data"])
     train = read_dataclass(TrainSpec, top["train"], "train") if "train" in top else TrainSpec()
     models = _read_models(top.get("models"))
     tracking = read_dataclass(TrackingSpec, top["tracking"], "tracking") if "tracking" in top else TrackingSpec()
-    grid = read_grid(root, models=models, train_fields=_train_fields())
+    max_points = read_number(top["max_grid_points"], integral=True, positive=True, max=MAX_GRID_POINTS_LIMIT) \
+        if "max_grid_points" in top else MAX_GRID_POINTS
+    grid = read_grid(root, models=models, train_fields=_train_fields(), max_points=max_points)
     return SweepSpec(version=version, name=name, description=description, data=data, train=train,
                      models=models, grid=grid, experiment=tracking.experiment or name, files=tuple(files))
 
@@ -310,7 +348,8 @@ def _read_models(node: Node | None) -> Mapping[str, ModelSpec]:
     for name, child in node.value.items():
         if name in PRESETS:
             raise child.error(f"'{name}' is a built-in preset; give your model another name")
-        if not _NAME.match(name):
-            raise child.error(f"model name {name!r} may use only letters, digits, '_', '.' and '-'")
+        problem = name_problem(name)
+        if problem:
+            raise child.error(f"model name {describe(name)} {problem}")
         models[name] = read_dataclass(ModelSpec, child, f"model {name}", name=name)
     return MappingProxyType(models)

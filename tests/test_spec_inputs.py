@@ -235,3 +235,104 @@ def test_a_range_on_a_train_key_switched_off_matches_nothing(write_spec, cli) ->
     text = replace("batch_sequences: 8", "batch_sequences: 8\n  grad_clip: null")
     assert len(plan_json(write_spec, cli, text + "exclude: [{grad_clip: {min: 1}}]\n")["trials"]) == 4
     assert len(plan_json(write_spec, cli, MINIMAL + "exclude: [{grad_clip: {min: 1}}]\n")["trials"]) == 0
+
+
+# --- 5. names that reach folders and MLflow ----------------------------------------------------------
+
+ONLY = "may use only letters, digits, '_', '.' and '-', starting with a letter or digit"
+FOLDER = "names the sweep's folder under storage.path, so it may not contain '/' or '\\' or be '.' or '..'"
+
+
+@pytest.mark.parametrize("written, expected", [
+    ('name: "t\\n"', f"spec.yaml:2 name: name 't\\n' {ONLY}"),
+    ('name: "t\\r"', f"spec.yaml:2 name: name 't\\r' {ONLY}"),
+    ("name: t/../x", f"spec.yaml:2 name: name 't/../x' {ONLY}"),
+    ("name: " + "t" * 101, "spec.yaml:2 name: name '" + "t" * 60 + "'... (101 characters) is 101 characters; "
+                           "a name may have at most 100"),
+])
+def test_sweep_names(write_spec, cli, written: str, expected: str) -> None:
+    assert error_of(write_spec, cli, replace("name: t", written)) == expected
+
+
+def test_model_names(write_spec, cli) -> None:
+    text = replace("  tiny: {", '  "tiny\\n": {').replace("model: tiny", 'model: "tiny\\n"')
+    assert error_of(write_spec, cli, text) == f"spec.yaml:11 models.tiny\\n: model name 'tiny\\n' {ONLY}"
+
+
+@pytest.mark.parametrize("experiment, expected", [
+    ("../../etc", f"experiment '../../etc' {FOLDER}"),
+    ("/tmp/elsewhere", f"experiment '/tmp/elsewhere' {FOLDER}"),
+    ("a/b", f"experiment 'a/b' {FOLDER}"),
+    ('"a\\\\b"', f"experiment 'a\\\\b' {FOLDER}"),
+    ("..", f"experiment '..' {FOLDER}"),
+    ('"a\\tb"', "experiment 'a\\tb' may not contain control characters"),
+    ('" padded"', "experiment ' padded' may not begin or end with a space"),
+    ("e" * 501, "experiment '" + "e" * 60 + "'... (501 characters) is too long: MLflow keeps at most 250 "
+                "characters, a folder name 255 bytes"),
+    ("é" * 200, "experiment '" + "é" * 60 + "'... (200 characters) is too long: MLflow keeps at most 250 "
+                "characters, a folder name 255 bytes"),
+])
+def test_experiment_names_that_leave_the_storage_folder_or_break_mlflow(write_spec, cli, experiment: str,
+                                                                         expected: str) -> None:
+    text = MINIMAL + f"tracking: {{experiment: {experiment}}}\n"
+    assert error_of(write_spec, cli, text) == f"spec.yaml:17 tracking.experiment: {expected}"
+
+
+@pytest.mark.parametrize("experiment", ["diffusion vs AR (C4), run 2", "e" * 250, "étude-données", "a.b_c-d"])
+def test_safe_experiment_names_are_kept_as_written(write_spec, cli, experiment: str) -> None:
+    plan = plan_json(write_spec, cli, MINIMAL + f"tracking: {{experiment: '{experiment}'}}\n")
+    assert plan["experiment"] == experiment
+
+
+def test_the_longest_names_fit_mlflow_run_names(write_spec, cli) -> None:
+    model = "m" * 100
+    text = replace("name: t", "name: " + "t" * 100).replace("  tiny: {", f"  {model}: {{")
+    text = text.replace("model: tiny", f"model: {model}").replace("unique_tokens: 4k\n  epochs: [1, 2]",
+                                                                   "unique_tokens: 1e15\n  epochs: 999999.5\n  seed: 4294967295")
+    names = [t["name"] for t in plan_json(write_spec, cli, text)["trials"]]
+    assert names and all(len(name) <= 250 for name in names)
+
+
+# --- 6. a grid's size is counted before it is expanded ---------------------------------------------
+
+def axis(values: range, fmt: str = "{}") -> str:
+    return "[" + ", ".join(fmt.format(v) for v in values) + "]"
+
+
+def test_an_exploding_grid_is_refused_from_its_axis_lengths(write_spec, cli) -> None:
+    text = replace("family: [ar, mdm]", "family: ar").replace(
+        "  epochs: [1, 2]\n", f"  epochs: {axis(range(1, 33))}\n  lr_peak: {axis(range(1, 33), '{}e-5')}\n"
+                              f"  seed: {axis(range(32))}\n  weight_decay: {axis(range(32), '0.{:02d}')}\n")
+    start = time.perf_counter()
+    message = error_of(write_spec, cli, text)
+    assert time.perf_counter() - start < 2.0
+    assert message == ("spec.yaml:12 grid: this block expands to 1,048,576 points (family 1 x model 1 x "
+                       "unique_tokens 1 x epochs 32 x lr_peak 32 x seed 32 x weight_decay 32), over the limit of "
+                       "10,000; set `max_grid_points: 1048576` at the top of the spec to plan them all")
+
+
+def test_the_limit_counts_every_block_zip_budget_and_include(write_spec, cli) -> None:
+    grid = (f"grid:\n  - {{family: [ar, mdm], model: tiny, unique_tokens: 4k, epochs: {axis(range(1, 11))}}}\n"
+            f"  - family: ar\n    model: tiny\n    unique_tokens: 8k\n"
+            f"    zip: [{{epochs: {axis(range(1, 5))}, seed: {axis(range(4))}}}]\n"
+            f"include:\n  - {{family: mdm, model: tiny, unique_tokens: 9k}}\n")
+    text = MINIMAL[:MINIMAL.index("grid:")] + grid  # 20 + 4 + 1 points
+    assert error_of(write_spec, cli, text + "max_grid_points: 24\n") == (
+        "spec.yaml:13 grid[0]: this block expands to 20 points (family 2 x model 1 x unique_tokens 1 x epochs 10); "
+        "the grid has 25 in all, over the limit of 24; set `max_grid_points: 25` at the top of the spec to plan "
+        "them all")
+    assert len(plan_json(write_spec, cli, text + "max_grid_points: 25\n")["trials"]) == 25
+
+
+def test_an_isoflop_block_counts_its_budgets(write_spec, cli) -> None:
+    text = replace("  epochs: [1, 2]\n", f"  isoflop: {{flops: {axis(range(1, 11), '{}e12')}}}\n")
+    message = error_of(write_spec, cli, text + "max_grid_points: 19\n")
+    assert message.startswith("spec.yaml:12 grid: this block expands to 20 points (family 2 x model 1 x "
+                              "unique_tokens 1 x isoflop.flops 10), over the limit of 19")
+
+
+def test_the_limit_itself_is_bounded(write_spec, cli) -> None:
+    assert error_of(write_spec, cli, MINIMAL + "max_grid_points: 1e9\n") == \
+        "spec.yaml:17 max_grid_points: expected a value of at most 10,000,000, got '1e9'"
+    assert error_of(write_spec, cli, MINIMAL + "max_grid_points: 0\n") == \
+        "spec.yaml:17 max_grid_points: expected a positive whole number, got 0"
