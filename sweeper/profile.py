@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 from sweeper.console import UserError
 from sweeper.schema import FieldError, read_dataclass, spec_field
@@ -81,11 +82,60 @@ class RaySettings:
 class MlflowSettings:
     tracking_uri: str = "sqlite:///mlflow.db"
 
+    def __post_init__(self) -> None:
+        problem = None if "${" in self.tracking_uri else tracking_uri_problem(self.tracking_uri)
+        if problem:
+            raise FieldError("tracking_uri", f"{self.tracking_uri!r} {problem}")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StorageSettings:
     path: str = spec_field(doc="a folder (relative to the working folder) or s3://bucket/prefix")
     endpoint: str | None = spec_field(None, doc="S3-compatible endpoint URL, used by boto3, pyarrow and MLflow")
+
+    def __post_init__(self) -> None:
+        problem = None if "${" in self.path else storage_path_problem(self.path)
+        if problem:
+            raise FieldError("path", f"{self.path!r} {problem}")
+
+
+_BUCKET = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?", re.ASCII)
+_SQL_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
+def storage_path_problem(path: str) -> str | None:
+    """Why `path` is no storage sweeper can use (a folder, or s3://bucket/prefix), or None."""
+    if not path.isprintable():
+        return "may not contain control characters"
+    if path[:3].lower() == "s3:":
+        if not _BUCKET.fullmatch(path):
+            return "needs a bucket: write s3://bucket or s3://bucket/prefix (a bucket name is 3-63 of a-z 0-9 . -)"
+    elif "://" in path:
+        return "is neither a folder nor s3://bucket/prefix, the two storages sweeper reads and writes"
+    return None
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """Why `uri` would not open the intended MLflow store, or None. An empty or in-memory database
+    would silently open a new, empty store and lose every run."""
+    if not uri.isprintable():
+        return "may not contain control characters"
+    scheme = uri.split(":", 1)[0].lower() if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", uri) else ""
+    parsed = urlparse(uri)
+    if scheme == "sqlite":
+        database = uri[len("sqlite:///"):] if uri.lower().startswith("sqlite:///") else ""
+        if not database.split("?", 1)[0] or database.startswith(":memory:"):
+            return "names no database file (an in-memory store forgets every run); e.g. sqlite:///mlflow.db"
+    elif scheme in ("http", "https"):
+        if not parsed.hostname:
+            return "names no server; e.g. https://mlflow.example.org"
+    elif scheme.split("+", 1)[0] in _SQL_SCHEMES:
+        if not parsed.netloc or not parsed.path.strip("/"):
+            return f"needs a host and a database; e.g. {scheme}://user@host:5432/mlflow"
+    elif scheme == "file":
+        if parsed.path in ("", "/"):
+            return "names no folder; e.g. file:///home/me/mlruns"
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,7 +153,8 @@ class Profile:
 
 def resolve_env(value: str, where: str) -> str:
     """Substitute ${NAME} (or ${NAME:-default}) from the environment; a missing variable without a
-    default is a UserError naming `where`."""
+    default is a UserError naming `where`. Where `where` ends in a key with a check (storage.path,
+    mlflow.tracking_uri), the value from the environment is checked as a written one would be."""
 
     def lookup(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
@@ -113,7 +164,16 @@ def resolve_env(value: str, where: str) -> str:
             return default
         raise UserError(f"{where} needs the environment variable {name}, which is not set")
 
-    return _ENV.sub(lookup, value)
+    resolved = _ENV.sub(lookup, value)
+    if resolved != value:
+        for key, check in _RESOLVED_CHECKS.items():
+            problem = check(resolved) if where.endswith(key) else None
+            if problem:
+                raise UserError(f"{where}: {resolved!r} (from {value}) {problem}")
+    return resolved
+
+
+_RESOLVED_CHECKS = {"storage.path": storage_path_problem, "tracking_uri": tracking_uri_problem}
 
 
 def default_profile_path(name: str, spec_file: str | None = None) -> Path:

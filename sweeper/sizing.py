@@ -16,6 +16,7 @@ whether a trial fits and roughly how long it takes:
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
@@ -25,6 +26,7 @@ from sweeper.profile import Hardware
 
 USABLE_MEMORY = 0.9  # leave room for the allocator's fragmentation
 RUNTIME_OVERHEAD = {"cuda": 1_500_000_000, "cpu": 500_000_000}  # CUDA context / interpreter and torch
+RAY_RESOURCE_UNITS = 10_000  # Ray counts a resource in fixed-point units of 1e-4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,11 +102,17 @@ def size_trial(model: ModelSpec, *, vocab_size: int, seq_len: int, batch_sequenc
     memory = Memory(weights=4 * params // shards, grads=4 * params // shards, optimizer=8 * params // shards,
                     activations=micro * per_sequence, overhead=overhead)
     if cuda:
-        resources = {"CPU": hardware.cpus_per_trial, "GPU": devices if shares == 1 else round(1 / shares, 4)}
+        resources = {"CPU": hardware.cpus_per_trial, "GPU": devices if shares == 1 else gpu_share(shares)}
     else:
         resources = {"CPU": hardware.cpus_per_trial * devices}
     return Sizing(micro_batch=micro, grad_accum=max(1, per_device_batch // micro), devices=devices,
                   device_share=1.0 / shares, memory=memory, fits=fits, resources=MappingProxyType(resources))
+
+
+def gpu_share(shares: int) -> float:
+    """One of `shares` trials' fraction of a GPU, rounded *down* to Ray's resolution (1e-4), so that
+    `shares` of them always fit on one device: rounding 1/7 to 0.1429 would let Ray place only 6."""
+    return math.floor(RAY_RESOURCE_UNITS / shares) / RAY_RESOURCE_UNITS
 
 
 def _shards(devices: int, cuda: bool) -> int:
