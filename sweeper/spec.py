@@ -310,9 +310,6 @@ def _train_fields() -> dict[str, tuple[object, object]]:
 
 def _load_chain(path: Path, seen: list[Path]) -> tuple[Node, list[str]]:
     resolved = path.resolve()
-    if resolved in seen:
-        chain = " -> ".join(p.name for p in [*seen, resolved])
-        raise SpecError(f"`extends` loops: {chain}")
     node = load_yaml(path, display=_display(path))
     if not node.is_mapping:
         raise node.error("a spec must be a YAML mapping of sections")
@@ -328,6 +325,9 @@ def _load_chain(path: Path, seen: list[Path]) -> tuple[Node, list[str]]:
         raise extends.error(f"extends {describe(parent_name)}: {reason}") from None
     if not found:
         raise extends.error(f"extends {describe(parent_name)}: no such file {_display(parent_path)}")
+    chain = [*seen, resolved, parent_path.resolve()]
+    if chain[-1] in chain[:-1]:
+        raise extends.error(f"`extends` loops: {' -> '.join(p.name for p in chain)}")
     parent, parent_files = _load_chain(parent_path, [*seen, resolved])
     own = Node({k: v for k, v in node.value.items() if k != "extends"}, node.file, node.line, node.path)
     return merge(parent, own), [node.file, *parent_files]

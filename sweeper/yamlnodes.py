@@ -116,7 +116,9 @@ def load_yaml(path: Path | str, *, display: str | None = None) -> Node:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise SpecError(f"{name} is not UTF-8 text (byte {error.start})") from None
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise SpecError(f"not UTF-8 text (byte {error.start}: {raw[error.start:error.start + 1]!r})", file=name,
+                        line=line) from None
     return parse_yaml(text, name)
 
 
@@ -154,7 +156,8 @@ def parse_yaml(text: str, name: str) -> Node:
         raise SpecError(f"invalid YAML: {error}", file=name) from None
     if len(documents) != 1 or documents[0] is None:
         found = "is empty" if not documents or documents[0] is None else f"holds {len(documents)} documents"
-        raise SpecError(f"{name} {found}; a spec is one YAML mapping")
+        line = documents[1].start_mark.line + 1 if len(documents) > 1 and documents[1] is not None else 1
+        raise SpecError(f"the file {found}; a spec is one YAML mapping", file=name, line=line)
     return _Converter(name).convert(documents[0], "", 0)
 
 

@@ -75,7 +75,7 @@ CASES = [
     ("redefined preset", replace("  tiny: {", "  7M: {"),
      "spec.yaml:11 models.7M: '7M' is a built-in preset; give your model another name"),
     ("not a mapping", "- just\n- a list\n", "spec.yaml:1: a spec must be a YAML mapping of sections"),
-    ("empty file", "", "spec.yaml is empty; a spec is one YAML mapping"),
+    ("empty file", "", "spec.yaml:1: the file is empty; a spec is one YAML mapping"),
     ("zip lengths", replace("  epochs: [1, 2]\n", "  zip:\n    - {epochs: [1, 2], lr_peak: [1e-3]}\n"),
      "spec.yaml:17 grid.zip[0]: zipped axes must have equal lengths, got epochs: 2, lr_peak: 1"),
     ("isoflop with epochs", replace("  epochs: [1, 2]\n", "  epochs: [1, 2]\n  isoflop: {flops: [1e12]}\n"),
