@@ -377,8 +377,8 @@ def _isoflop_points(iso: IsoFlop, values: dict[str, Any], settings: tuple, model
             continue
         tokens = round(budget / (6 * n_params))
         if tokens < 1:
-            raise origin.error(f"{budget:g} FLOPs leave model {values['model']} (N = {n_params:,}) less than one token; "
-                               "raise the budget or narrow isoflop.window")
+            raise origin.error(f"{budget:g} FLOPs leave model {values['model']} (N = {n_params:,}) less than one "
+                               "token; raise the budget or narrow isoflop.window")
         unique = min(values.get("unique_tokens", tokens), tokens)
         yield Point(family=values["family"], model=values["model"], unique_tokens=unique, tokens=tokens,
                     epochs=tokens / unique, settings=settings, flops_budget=budget, origin=origin)

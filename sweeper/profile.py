@@ -42,7 +42,8 @@ class Hardware:
     price_per_device_hour: float | None = spec_field(None, min=0, max=1e6)
     max_micro_batch: int = spec_field(64, positive=True, max=4096)
     max_trials_per_device: int = spec_field(1, positive=True, max=64, doc="small trials share a GPU up to this many")
-    share_below_params: int = spec_field(100_000_000, positive=True, max=10**15, doc="only trials smaller than this share")
+    share_below_params: int = spec_field(100_000_000, positive=True, max=10**15,
+                                         doc="only trials smaller than this share")
 
     def __post_init__(self) -> None:
         if self.processes_per_trial > 1 and self.accelerator != "cpu":

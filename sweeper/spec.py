@@ -195,12 +195,15 @@ class TrainSpec:
     init_std: float = spec_field(0.02, positive=True, max=10)
     precision: Literal["bf16", "fp32"] = "bf16"
     batch_sequences: int = spec_field(256, positive=True, max=2**20, doc="global batch, in sequences of seq_len")
-    eval_points: int = spec_field(24, positive=True, max=10_000, doc="evaluations after the untrained one; the last is final")
+    eval_points: int = spec_field(24, positive=True, max=10_000,
+                                  doc="evaluations after the untrained one; the last is final")
     eval_spacing: Literal["log", "linear"] = "log"
-    mdm_eval_samples: int = spec_field(32, positive=True, max=100_000, doc="Monte-Carlo draws of t per validation sequence")
+    mdm_eval_samples: int = spec_field(32, positive=True, max=100_000,
+                                       doc="Monte-Carlo draws of t per validation sequence")
     seed: int = spec_field(1234, min=0, max=MAX_SEED)
     compile: bool = spec_field(True, doc="how, not what: excluded from trial ids")
-    checkpoint_every_minutes: float = spec_field(30.0, positive=True, max=1e6, doc="how, not what: excluded from ids")
+    checkpoint_every_minutes: float = spec_field(30.0, positive=True, max=1e6,
+                                                 doc="how, not what: excluded from ids")
 
     def __post_init__(self) -> None:
         if self.lr_min > self.lr_peak:
@@ -237,7 +240,8 @@ def name_problem(name: str) -> str | None:
 def experiment_problem(experiment: str) -> str | None:
     """Why `experiment` cannot name an MLflow experiment and the sweep's storage folder, or None."""
     if len(experiment) > MAX_EXPERIMENT_CHARS or len(experiment.encode()) > MAX_EXPERIMENT_BYTES:
-        return f"is too long: MLflow keeps at most {MAX_EXPERIMENT_CHARS} characters, a folder name {MAX_EXPERIMENT_BYTES} bytes"
+        return (f"is too long: MLflow keeps at most {MAX_EXPERIMENT_CHARS} characters, a folder name "
+                f"{MAX_EXPERIMENT_BYTES} bytes")
     if "/" in experiment or "\\" in experiment or experiment in (".", ".."):
         return ("names the sweep's folder under storage.path, so it may not contain '/' or '\\' "
                 "or be '.' or '..'")

@@ -239,8 +239,8 @@ class _Converter:
         line = node.start_mark.line + 1
         if kind in ("int", "float"):
             if not _NUMBER.fullmatch(text):
-                explicit = node.style is not None or self.scalars.resolve(yaml.ScalarNode, text, (True, False)) != node.tag
-                if explicit:
+                implicit = self.scalars.resolve(yaml.ScalarNode, text, (True, False))
+                if node.style is not None or implicit != node.tag:  # written with a tag: !!int abc
                     raise SpecError(f"YAML tag '!!{kind}' needs a decimal number, got {text!r}", file=self.name,
                                     line=line, path=path)
                 raise SpecError(f"{text!r} is {_yaml_number_kind(text)} to YAML 1.1; write a decimal number "
@@ -307,9 +307,9 @@ def parse_number(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return _in_range(Decimal(value), str(value))
+        return _in_range(Decimal(value))
     if isinstance(value, float):
-        return _in_range(Decimal(repr(value)), repr(value)) if value == value and abs(value) != float("inf") else None
+        return _in_range(Decimal(repr(value))) if value == value and abs(value) != float("inf") else None
     if not isinstance(value, str):
         return None
     return _decimal(value, _NUMBER, _SCALE)
@@ -338,10 +338,10 @@ def _decimal(text: str, grammar: re.Pattern[str], scales: dict[Any, int]) -> Dec
         raise NumberRangeError(f"is out of range: {_RANGE}") from None
     if number and not -100 <= number.adjusted() <= 100:
         raise NumberRangeError(f"is out of range: {_RANGE}")
-    return _in_range(number * scales[match.group(2)], text)
+    return _in_range(number * scales[match.group(2)])
 
 
-def _in_range(number: Decimal, text: str) -> Decimal:
+def _in_range(number: Decimal) -> Decimal:
     if number and not 1 / MAX_MAGNITUDE <= abs(number) <= MAX_MAGNITUDE:
         raise NumberRangeError(f"is out of range: {_RANGE}")
     return number
