@@ -17,7 +17,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from sweeper.console import UserError
-from sweeper.schema import FieldError, read_dataclass, spec_field
+from sweeper.schema import FieldError, describe, read_dataclass, spec_field
 from sweeper.yamlnodes import load_yaml
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -86,7 +86,7 @@ class MlflowSettings:
     def __post_init__(self) -> None:
         problem = None if "${" in self.tracking_uri else tracking_uri_problem(self.tracking_uri)
         if problem:
-            raise FieldError("tracking_uri", f"{self.tracking_uri!r} {problem}")
+            raise FieldError("tracking_uri", f"{describe(self.tracking_uri)} {problem}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,17 +97,20 @@ class StorageSettings:
     def __post_init__(self) -> None:
         problem = None if "${" in self.path else storage_path_problem(self.path)
         if problem:
-            raise FieldError("path", f"{self.path!r} {problem}")
+            raise FieldError("path", f"{describe(self.path)} {problem}")
 
 
 _BUCKET = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?", re.ASCII)
 _SQL_SCHEMES = ("postgresql", "mysql", "mssql")
+MAX_STORAGE_PATH = 500
 
 
 def storage_path_problem(path: str) -> str | None:
     """Why `path` is no storage sweeper can use (a folder, or s3://bucket/prefix), or None."""
     if not path.isprintable():
         return "may not contain control characters"
+    if len(path) > MAX_STORAGE_PATH:  # it reaches MLflow tags and S3 keys (at most 1,024 bytes) with more after it
+        return f"is {len(path):,} characters; a storage path may have at most {MAX_STORAGE_PATH}"
     if path[:3].lower() == "s3:":
         if not _BUCKET.fullmatch(path):
             return "needs a bucket: write s3://bucket or s3://bucket/prefix (a bucket name is 3-63 of a-z 0-9 . -)"
@@ -170,7 +173,7 @@ def resolve_env(value: str, where: str) -> str:
         for key, check in _RESOLVED_CHECKS.items():
             problem = check(resolved) if where.endswith(key) else None
             if problem:
-                raise UserError(f"{where}: {resolved!r} (from {value}) {problem}")
+                raise UserError(f"{where}: {describe(resolved)} (from {value}) {problem}")
     return resolved
 
 

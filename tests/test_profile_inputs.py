@@ -39,6 +39,8 @@ BUCKET = "needs a bucket: write s3://bucket or s3://bucket/prefix (a bucket name
     ("gs://bucket/x", "10 storage.path: 'gs://bucket/x' is neither a folder nor s3://bucket/prefix, the two "
                       "storages sweeper reads and writes"),
     ('"store\\n"', "10 storage.path: 'store\\n' may not contain control characters"),
+    ("s" * 501, "10 storage.path: '" + "s" * 60 + "'... (501 characters) is 501 characters; a storage path may "
+                "have at most 500"),
 ])
 def test_storage_paths_that_would_land_somewhere_else(tmp_path, cli, path: str, expected: str) -> None:
     assert profile_error(tmp_path, cli, "path: sweeper-store", f"path: {path}") == expected
