@@ -123,3 +123,30 @@ def test_plan_imports_nothing_heavy() -> None:
              "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'numpy') if m in sys.modules), file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0 and result.stderr.strip() == "[]"
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("schedule>1", "--where 'schedule>1': 'schedule' compares with = or != only; <, <=, >, >= compare the numeric "
+                   "keys (unique_tokens, epochs, tokens, steps, flops, num_params, seed, eps, lr_peak, lr_min, "
+                   "warmup_fraction, weight_decay, grad_clip, dropout, init_std, batch_sequences, eval_points, "
+                   "mdm_eval_samples, checkpoint_every_minutes)"),
+    ("precision<2", "--where 'precision<2': 'precision' compares with = or != only;"),
+    ("betas>=0.5", "--where 'betas>=0.5': 'betas' is not a filter key; filter on id, name, family,"),
+    ("schedule=cosin", "--where 'schedule=cosin': 'schedule' is one of cosine, linear, constant, not 'cosin'; "
+                       "did you mean 'cosine'?"),
+    ("compile=yes", "--where 'compile=yes': 'compile' is true or false"),
+    ("epochs=ten", "--where 'epochs=ten': 'ten' is not a number"),
+    ("family>=ar", "--where 'family>=ar': 'family' compares with = or != only;"),
+])
+def test_where_says_which_keys_compare(cli, expr: str, message: str) -> None:
+    code, out, err = cli("plan", SMOKE_SPEC, "--where", expr)
+    assert (code, out) == (2, "") and err.strip().startswith(f"error: {message}")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("expr, count", [("schedule=cosine", 2), ("schedule!=cosine", 0), ("precision=fp32,bf16", 2),
+                                         ("compile=false", 2), ("grad_clip>0.5", 2), ("grad_clip=null", 0),
+                                         ("lr_peak<=1", 2)])
+def test_where_on_train_keys(cli, expr: str, count: int) -> None:
+    code, out, err = cli("plan", SMOKE_SPEC, "--format", "json", "--where", expr)
+    assert (code, err) == (0, "") and len(json.loads(out)["trials"]) == count, expr
