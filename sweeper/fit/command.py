@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the types only; importing them for real would pull in numpy
     from sweeper.tracking import Tracking
 
 PARAMETER_KEYS = ("E", "A", "B", "alpha", "beta", "R_D_star", "R_N_star")
+COLUMN_KEYS = ("params", "tokens", "unique_tokens", "loss", "flops", "family", "seed")  # table.SPELLINGS
 CURVE_METRIC = "val/loss"  # sweeper.trainer.metrics; step = tokens seen
 TAG_FIT_LOSS = "sweeper.fit.loss"  # which loss of each trial the logged fit used: final or best
 TAG_FIT_SOURCE = "sweeper.fit.source"  # the specs whose trials it pooled
@@ -48,6 +49,20 @@ def _fix(text: str) -> tuple[str, float]:
     return name, number
 
 
+def _columns(text: str) -> dict[str, str]:
+    """`params=params_N,tokens=tokens_D`: which of the file's columns holds what sweeper reads."""
+    mapping = {}
+    for part in text.split(","):
+        key, separator, column = part.partition("=")
+        if not separator or not key.strip() or not column.strip():
+            raise argparse.ArgumentTypeError(f"expected KEY=COLUMN[,KEY=COLUMN...], got {text!r}")
+        if key.strip() not in COLUMN_KEYS:
+            raise argparse.ArgumentTypeError(f"unknown key {key.strip()!r}; one of "
+                                             f"{', '.join(COLUMN_KEYS)}")
+        mapping[key.strip()] = column.strip()
+    return mapping
+
+
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("specs", nargs="*", metavar="SPEC",
                         help="sweep specs whose finished trials to read from the profile's tracking "
@@ -60,7 +75,12 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-csv", type=Path, metavar="FILE",
                         help="trials as CSV: params, tokens, loss, optional unique_tokens, family, "
                              "seed (a row without unique_tokens, or with tokens ≤ unique_tokens, "
-                             "is single-epoch; without family the family is 'all')")
+                             "is single-epoch; without family the family is 'all'); common "
+                             "spellings (params_N, Model Size, tokens_D, val_loss, ...) are "
+                             "recognised, and flops may stand in for tokens (D = C/6N)")
+    parser.add_argument("--columns", type=_columns, default={}, metavar="KEY=COLUMN,...",
+                        help="--from-csv: which column holds what, e.g. "
+                             "params=params_N,tokens=tokens_D; keys: " + ", ".join(COLUMN_KEYS))
     parser.add_argument("--tie", action="store_true", help="fit one exponent: α = β")
     parser.add_argument("--fix", type=_fix, action="append", default=[], metavar="NAME=VALUE",
                         help=f"hold a parameter at a value (repeatable); NAME is one of "
@@ -154,7 +174,11 @@ def _analyse(args: argparse.Namespace) -> tuple[Inputs, Analysis]:
 
     options = _options(args)
     inputs = _inputs(args)
-    trials = read_csv(args.from_csv) if args.from_csv is not None else \
+    if args.columns and args.from_csv is None:
+        from sweeper.console import UserError
+        raise UserError("--columns names the columns of a --from-csv file; it has no meaning "
+                        "for SPEC input")
+    trials = read_csv(args.from_csv, args.columns) if args.from_csv is not None else \
         from_rows(inputs.rows, source=inputs.source, loss=args.loss)
     observations = average_seeds(trials)
     counts = {name: int((trials.family == name).sum()) for name in observations.families()}

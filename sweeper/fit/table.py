@@ -199,13 +199,70 @@ def from_rows(rows: Sequence[Mapping[str, Any]], *, source: str, loss: str = "fi
     )
 
 
-def read_csv(path: Path) -> Trials:
+# Spellings of each column in published files and exports, after lower-casing and turning
+# spaces and hyphens into underscores: datablations (params_N, tokens_D, unique_tokens_U,
+# val_loss), Epoch AI's Chinchilla file (Model Size, Training FLOP, loss), common exports.
+SPELLINGS: dict[str, tuple[str, ...]] = {
+    "params": ("params", "params_n", "num_params", "parameters", "n_params", "model_size",
+               "model_params", "n"),
+    "tokens": ("tokens", "tokens_d", "tokens_seen", "training_tokens", "num_tokens", "d"),
+    "unique_tokens": ("unique_tokens", "unique_tokens_u", "unique", "u"),
+    "loss": ("loss", "val_loss", "validation_loss", "eval_loss", "final_loss", "val/loss"),
+    "flops": ("flops", "training_flop", "training_flops", "compute", "c"),
+    "family": ("family",),
+    "seed": ("seed",),
+}
+COLUMN_KEYS = tuple(SPELLINGS)
+# A per-token loss above this many nats is no language model's: a model that guesses uniformly
+# over V tokens scores ln V, and ln(5e8) ≈ 20 exceeds every vocabulary in use. Larger numbers
+# are per-sequence sums, percentages or another unit, and fitting them gives a law of nothing.
+MAX_LOSS_NATS = 20.0
+
+
+def _normal(name: str) -> str:
+    return "_".join(name.strip().lower().replace("-", " ").split())
+
+
+def resolve_columns(header: Sequence[str], mapping: Mapping[str, str], *,
+                    where: str) -> dict[str, int]:
+    """The index of each column sweeper reads: from `mapping` (key -> the file's column name)
+    first, else from the known spellings. `tokens` may be missing when `flops` is there."""
+    normal = [_normal(name) for name in header]
+    found = ", ".join(repr(name.strip()) for name in header) or "none"
+    index: dict[str, int] = {}
+    for key, name in mapping.items():
+        if key not in SPELLINGS:
+            raise UserError(f"--columns: unknown key '{key}'; the keys are {', '.join(COLUMN_KEYS)}")
+        if _normal(name) not in normal:
+            raise UserError(f"{where}:1: --columns {key}={name}: no such column (found: {found})")
+        index[key] = normal.index(_normal(name))
+    for key, spellings in SPELLINGS.items():
+        if key in index:
+            continue
+        taken = set(index.values())
+        for spelling in spellings:
+            if spelling in normal and normal.index(spelling) not in taken:
+                index[key] = normal.index(spelling)
+                break
+    missing = [key for key in ("params", "loss") if key not in index]
+    if "tokens" not in index and "flops" not in index:
+        missing.insert(1, "tokens (or flops)")
+    if missing:
+        raise UserError(f"{where}:1: missing required column(s) {', '.join(missing)} "
+                        f"(found: {found}); name them with --columns KEY=COLUMN,...")
+    return index
+
+
+def read_csv(path: Path, columns: Mapping[str, str] | None = None) -> Trials:
     """Read `params, tokens, loss` and the optional `unique_tokens, family, seed` columns.
 
-    Other columns are ignored, so a wider export reads as is. Errors name the file and line.
+    Columns are found by name in any of their common spellings (`SPELLINGS`), or as `columns`
+    maps them; `flops` (C = 6ND) stands in for a missing `tokens` column, D = C / 6N. Other
+    columns are ignored, so a wider export reads as is. A byte-order mark (as spreadsheets write
+    it) is skipped. Errors name the file and line.
     """
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as error:
         raise UserError(f"cannot read {path}: {error.strerror or error}") from None
     with handle:
@@ -215,33 +272,40 @@ def read_csv(path: Path) -> Trials:
             if header is None:
                 raise UserError(f"{path}: the file is empty; expected a header with "
                                 f"{', '.join(REQUIRED_COLUMNS)}")
-            columns = [name.strip().lower() for name in header]
-            missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-            if missing:
-                raise UserError(f"{path}:1: missing required column(s) {', '.join(missing)} "
-                                f"(found: {', '.join(columns) or 'none'})")
-            index = {name: columns.index(name) for name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-                     if name in columns}
+            index = resolve_columns(header, columns or {}, where=str(path))
             rows: list[tuple[str, float, float, float, float, str]] = []
             for line_number, cells in enumerate(reader, start=2):
                 if not any(cell.strip() for cell in cells):
                     continue
-                if len(cells) < len(columns):
-                    raise UserError(f"{path}:{line_number}: expected {len(columns)} columns, "
+                if len(cells) < len(header):
+                    raise UserError(f"{path}:{line_number}: expected {len(header)} columns, "
                                     f"got {len(cells)}")
                 where = f"{path}:{line_number}"
                 family = cells[index["family"]].strip() if "family" in index else DEFAULT_FAMILY
                 if not family:
                     raise UserError(f"{where}: column 'family' is empty")
+                params = _number(cells[index["params"]], where=where,
+                                 column=header[index["params"]].strip(), allow_empty=False)
+                if "tokens" in index:
+                    tokens = _number(cells[index["tokens"]], where=where,
+                                     column=header[index["tokens"]].strip(), allow_empty=False)
+                else:
+                    tokens = _number(cells[index["flops"]], where=where,
+                                     column=header[index["flops"]].strip(),
+                                     allow_empty=False) / (6.0 * params)
+                loss_column = header[index["loss"]].strip()
+                loss = _number(cells[index["loss"]], where=where, column=loss_column,
+                               allow_empty=False)
+                if loss > MAX_LOSS_NATS:
+                    raise UserError(
+                        f"{where}: column '{loss_column}': {loss:g} is no per-token loss in nats "
+                        f"(a uniform guess over any vocabulary in use scores under "
+                        f"{MAX_LOSS_NATS:g}); give each trial's mean validation loss per token")
                 rows.append((
-                    family,
-                    _number(cells[index["params"]], where=where, column="params",
-                            allow_empty=False),
-                    _number(cells[index["tokens"]], where=where, column="tokens",
-                            allow_empty=False),
+                    family, params, tokens,
                     _number(cells[index["unique_tokens"]], where=where, column="unique_tokens",
                             allow_empty=True) if "unique_tokens" in index else math.nan,
-                    _number(cells[index["loss"]], where=where, column="loss", allow_empty=False),
+                    loss,
                     cells[index["seed"]].strip() if "seed" in index else "",
                 ))
         except (UnicodeDecodeError, csv.Error) as error:
@@ -249,6 +313,9 @@ def read_csv(path: Path) -> Trials:
     if not rows:
         raise UserError(f"{path}: no data rows after the header")
     family, num_params, tokens, unique_tokens, loss, seed = zip(*rows, strict=True)
+    if len(set(loss)) == 1 and len(loss) > 1:
+        raise UserError(f"{path}: all {len(loss)} rows have the same loss ({loss[0]:g}), so there "
+                        "is nothing for a scaling law to explain; check the loss column")
     return Trials(
         family=_frozen(family, object),
         num_params=_frozen(num_params, float),

@@ -87,3 +87,64 @@ def test_a_binary_file_is_a_user_error(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00\x01garbage")
     with pytest.raises(UserError, match="not a readable CSV"):
         read_csv(path)
+
+
+DATABLATIONS = Path(__file__).parent / "data" / "datablations_fit_182_c4_val_loss.csv"
+
+
+def test_published_spellings_are_recognised() -> None:
+    """datablations' columns: run_name, params_N, tokens_D, unique_tokens_U, epochs, val_loss."""
+    trials = read_csv(DATABLATIONS)
+    assert len(trials) == 182
+    assert trials.num_params[0] == 2.81e9 and trials.tokens[0] == 32e9
+    assert trials.unique_tokens[0] == 4e9 and trials.loss[0] == 2.722962
+
+
+def test_flops_stand_in_for_tokens(tmp_path: Path) -> None:
+    """Epoch AI's Chinchilla file: Model Size, Training FLOP, loss (and no tokens): D = C/6N."""
+    trials = read_csv(write(tmp_path, "x,y,Model Size,Training FLOP,loss\n"
+                                      "1,2,6795600349.289497,9.993852799709755e+18,5.0\n"))
+    assert trials.tokens[0] == pytest.approx(9.993852799709755e18 / (6 * 6795600349.289497))
+    assert math.isnan(trials.unique_tokens[0])
+
+
+def test_a_column_mapping_names_the_columns(tmp_path: Path) -> None:
+    path = write(tmp_path, "size,seen,nats\n1e8,2e9,3.5\n")
+    trials = read_csv(path, {"params": "size", "tokens": "seen", "loss": "nats"})
+    assert (trials.num_params[0], trials.tokens[0], trials.loss[0]) == (1e8, 2e9, 3.5)
+    with pytest.raises(UserError) as error:
+        read_csv(path, {"loss": "perplexity"})
+    assert str(error.value) == (f"{path}:1: --columns loss=perplexity: no such column "
+                                "(found: 'size', 'seen', 'nats')")
+
+
+def test_missing_columns_list_the_columns_found(tmp_path: Path) -> None:
+    path = write(tmp_path, "size,seen,nats\n1e8,2e9,3.5\n")
+    with pytest.raises(UserError) as error:
+        read_csv(path)
+    assert str(error.value) == (
+        f"{path}:1: missing required column(s) params, tokens (or flops), loss (found: 'size', "
+        "'seen', 'nats'); name them with --columns KEY=COLUMN,...")
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path: Path) -> None:
+    """Spreadsheets write UTF-8 with a BOM; the first column is still 'params'."""
+    path = tmp_path / "trials.csv"
+    path.write_bytes("params,tokens,loss\n1e8,2e9,3.5\n1e9,2e10,3.0\n".encode("utf-8-sig"))
+    assert read_csv(path).num_params.tolist() == [1e8, 1e9]
+
+
+def test_all_losses_equal_is_a_user_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "params,tokens,loss\n1e8,2e9,3.5\n1e9,2e10,3.5\n1e7,1e9,3.5\n")
+    with pytest.raises(UserError) as error:
+        read_csv(path)
+    assert str(error.value) == (f"{path}: all 3 rows have the same loss (3.5), so there is "
+                                "nothing for a scaling law to explain; check the loss column")
+
+
+def test_an_implausible_per_token_loss_is_refused_naming_its_row(tmp_path: Path) -> None:
+    """Chinchilla's losses ×100 (≈ 190-500) are no per-token losses in nats."""
+    path = write(tmp_path, "params,tokens,loss\n1e8,2e9,3.5\n1e9,2e10,300\n")
+    with pytest.raises(UserError) as error:
+        read_csv(path)
+    assert str(error.value).startswith(f"{path}:3: column 'loss': 300 is no per-token loss")
