@@ -9,7 +9,7 @@ reported as skipped or unidentified and a note says why, and everything else is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -86,6 +86,8 @@ class FamilyFit:
     r2_in_sample: float | None
     r2_cv: float | None
     notes: tuple[str, ...]
+    # single-epoch rows with N > U_N, where step 1 used the law's N' and fitted R*_N alongside
+    oversized_single: int = 0
 
     @property
     def law(self) -> laws.DataConstrainedLaw | None:
@@ -166,7 +168,11 @@ def _step2_free(observations: Observations, base: laws.ChinchillaLaw, fixed: dic
         _, excess = laws.excess_params_split(base, observations.num_params, observations.tokens,
                                              observations.unique_tokens)
         oversized = int((excess > 1e-6).sum())
-        if oversized >= 2:
+        if repeated < 2:
+            notes.append(f"R*_N not fitted: {repeated} repeated-epoch row(s); on single-epoch rows "
+                         "alone the decay of excess parameters cannot be told apart from the "
+                         "Chinchilla terms, so R*_N stays ∞ (N' = N) and the law is Chinchilla's")
+        elif oversized >= 2:
             free.append("R_N_star")
         else:
             notes.append(f"R*_N not fitted: {oversized} row(s) have more parameters than are "
@@ -218,10 +224,19 @@ def fit_family(observations: Observations, n_trials: int, options: FitOptions,
 
     plan1 = FitPlan(fixed=tuple(fixed.items()), tie_exponents=options.tie_exponents,
                     step1_free=step1_free, step2_free=())
-    step1 = fit_step1(observations.select(single), plan1)
+    single_rows = observations.select(single)
+    step1 = fit_step1(single_rows, plan1)
     base = laws.ChinchillaLaw(**step1.values)
     plan = FitPlan(fixed=plan1.fixed, tie_exponents=options.tie_exponents, step1_free=step1_free,
                    step2_free=_step2_free(observations, base, fixed, notes))
+    _, excess = laws.excess_params_split(base, single_rows.num_params, single_rows.tokens,
+                                         single_rows.unique_tokens)
+    oversized = int((excess > 1e-6).sum())
+    if "R_N_star" in plan.step2_free and oversized:
+        # The law gives N' < N on these rows, so step 1 cannot assume N' = N there.
+        plan = replace(plan, step1_joint=True)
+        step1 = fit_step1(single_rows, plan, start=step1.values)
+        base = laws.ChinchillaLaw(**step1.values)
     step2 = fit_step2(observations, base, plan)
     vector = np.array([step1.values[name] for name in STEP1_NAMES]
                       + [step2.values[name] if name in plan.step2_free or name in fixed
@@ -266,7 +281,8 @@ def fit_family(observations: Observations, n_trials: int, options: FitOptions,
         notes.append("no bootstrap resamples requested, so no intervals")
     return FamilyFit(family=family, observations=observations, n_trials=n_trials,
                      estimates=estimates, vector=vector, draws=draws, r2_in_sample=r2_in,
-                     r2_cv=r2_cv, notes=tuple(notes))
+                     r2_cv=r2_cv, notes=tuple(notes),
+                     oversized_single=oversized if plan.step1_joint else 0)
 
 
 def _family_rows_at(fit: FamilyFit, unique_tokens: float) -> Observations:

@@ -236,7 +236,8 @@ def c_crit(analysis: Analysis, path: Path) -> str | None:
         low = np.array([p.law.lo if p.law.lo is not None else p.law.value for p in chosen])
         high = np.array([p.law.hi if p.law.hi is not None else p.law.value for p in chosen])
         ax.errorbar([p.unique_tokens for p in chosen], values,
-                    yerr=[values - low, high - values], fmt="o", color="black",
+                    # a percentile interval need not contain the point estimate
+                    yerr=[np.maximum(values - low, 0.0), np.maximum(high - values, 0.0)], fmt="o", color="black",
                     markerfacecolor=marker_face, capsize=3,
                     label="from the fitted laws" + (" (extrapolated)" if extrapolated else ""))
     observed = [p for p in points if p.empirical is not None]

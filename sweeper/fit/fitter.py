@@ -3,9 +3,23 @@
 Objective (Hoffmann et al. 2022, App. D.2; kept by Muennighoff et al.): minimise
 Σ_i w_i·Huber_δ(log L̂_i − log L_i), δ = 1e-3, with log L̂ = logsumexp(a − α log N', b − β log D', e)
 and A = e^a, B = e^b, E = e^e, by L-BFGS from a grid of starting points, keeping the best.
-Step 1 fits E, A, B, α, β on single-epoch rows (N' = N, D' = D there); step 2 fits R*_D, R*_N on
-all rows with the step-1 values frozen. Fitting in log R* keeps both positive and makes their
-wide range (1 … 10⁵ epochs) one scale for the optimizer.
+Step 1 fits E, A, B, α, β on single-epoch rows; step 2 fits R*_D, R*_N on all rows with the
+step-1 values frozen. Fitting in log R* keeps both positive and makes their wide range
+(1 … 10⁵ epochs) one scale for the optimizer.
+
+The convention, against Muennighoff et al.'s code (huggingface/datablations: the README's
+`scaling_law` and utils/parametric_fit.ipynb). Their law, like `laws.data_constrained_loss`, sets
+U_N = min(N, N_opt(D_to_C(U))) on every row, single-epoch ones included, so a model larger than
+compute-optimal for its data has N' < N even at one epoch. Their step 1 is nevertheless a
+Chinchilla fit (N' = N) on the single-epoch runs, which biases E, A, B, α, β (and through them
+R*_N) whenever such rows exist: law-generated rows do not fit back. Here step 1 evaluates the
+same law: where single-epoch rows hold N > U_N (`FitPlan.step1_joint`, decided by `analysis`
+from a first N' = N fit), R*_N is fitted there alongside E, A, B, α, β, and step 2 then refits
+R*_D and R*_N on all rows with E, A, B, α, β frozen; a fixed R*_N enters N' as fixed. Where no
+such rows exist both procedures are the same. Departures kept from theirs: D' uses
+U_D = min(D, U), so a run that saw only part of a larger pool counts as single-epoch (their code
+asserts U ≤ D), and R*_N is fitted only when some rows repeat data (`analysis`): on single-epoch
+rows alone the decay of excess parameters cannot be told from A and α.
 
 Weights are row multiplicities: a bootstrap resample or a cross-validation fold is a weight
 vector, so neither copies the data. Values travel as one vector in the order of
@@ -50,6 +64,8 @@ _STEP1_GRID = {
 }
 _STEP2_GRID = tuple(math.log(v) for v in (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3,
                                           1e4, 1e5))
+STEP1_JOINT_NAMES = STEP1_NAMES + ("R_N_star",)
+_STEP1_R_N_STARTS = (1.0, 10.0, 100.0, 1e3, 1e4)
 _LBFGS_STARTS = 8  # the best grid points each get a full L-BFGS run
 _LBFGS_OPTIONS = {"maxiter": 3000, "ftol": 1e-13, "gtol": 1e-10}
 
@@ -90,6 +106,7 @@ class FitPlan:
     tie_exponents: bool = False
     step1_free: tuple[str, ...] = STEP1_NAMES  # empty: every step-1 value is fixed
     step2_free: tuple[str, ...] = STEP2_NAMES  # empty: step 2 does not run
+    step1_joint: bool = False  # step 1 fits R*_N too: single-epoch rows hold N > U_N
 
     @property
     def fixed_values(self) -> Mapping[str, float]:
@@ -161,6 +178,12 @@ class _Step1Data:
     log_params: np.ndarray
     log_tokens: np.ndarray
     log_loss: np.ndarray
+    log_unique: np.ndarray | None = None  # log U_D; needed only where N' depends on R*_N
+
+
+def _step1_data(observations: Observations) -> _Step1Data:
+    return _Step1Data(np.log(observations.num_params), np.log(observations.tokens),
+                      np.log(observations.loss), np.log(observations.data_unique_tokens))
 
 
 def _step1_value(theta: np.ndarray, data: _Step1Data, weights: np.ndarray) -> np.ndarray:
@@ -180,6 +203,49 @@ def _step1_value_and_grad(theta: np.ndarray, data: _Step1Data,
     value, slope = _huber(prediction - data.log_loss, weights)
     grad = np.array([(slope * p3).sum(), (slope * p1).sum(), (slope * p2).sum(),
                      -(slope * p1 * log_n).sum(), -(slope * p2 * log_d).sum()])
+    return float(value), grad
+
+
+def _saturation(repeats: np.ndarray, log_decay: float) -> tuple[np.ndarray, ...]:
+    """S = R*(1 − e^(−R/R*)) [Muennighoff eqs. 5-6], dS/d(log R*), and e^(−R/R*) = dS/dR."""
+    decay = math.exp(min(log_decay, 50.0))
+    ratio = repeats / decay
+    decayed = np.exp(-ratio)
+    return -decay * np.expm1(-ratio), decay * (-np.expm1(-ratio) - ratio * decayed), decayed
+
+
+def _step1_joint_value_and_grad(theta: np.ndarray, data: _Step1Data,
+                                weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """Step 1 with N' of the law: (e, a, b, α, β, log R*_N) on single-epoch rows.
+
+    U_N = N_opt(D_to_C(U_D)) has the closed form log U_N = K/α with
+    K = log α − log β + a − b + β log U_D [Chinchilla App. D.2 composed with its inverse];
+    rows with N > U_N have N' = U_N(1 + S(N/U_N − 1)), the rest N' = N.
+    """
+    e, a, b, alpha, beta, log_decay = theta
+    log_n, log_d, log_u = data.log_params, data.log_tokens, data.log_unique
+    k = math.log(alpha) - math.log(beta) + a - b + beta * log_u
+    log_optimal = k / alpha
+    over = log_n > log_optimal
+    excess = np.where(over, np.minimum(log_n - log_optimal, 50.0), 0.0)
+    repeats = np.expm1(excess)
+    saturating, d_saturating, decayed = _saturation(repeats, log_decay)
+    log_eff = np.where(over, log_n - excess + np.log1p(saturating), log_n)
+    # d log N' / d log U_N and d log N' / d log R*_N, zero where N' = N
+    g = np.where(over, 1.0 - decayed * (1.0 + repeats) / (1.0 + saturating), 0.0)
+    h = np.where(over, d_saturating / (1.0 + saturating), 0.0)
+    prediction, p1, p2, p3 = _logsumexp3(a - alpha * log_eff, b - beta * log_d,
+                                         np.full_like(log_n, e))
+    value, slope = _huber(prediction - data.log_loss, weights)
+    t1 = slope * p1
+    grad = np.array([
+        (slope * p3).sum(),
+        (t1 * (1.0 - g)).sum(),
+        (slope * p2).sum() + (t1 * g).sum(),
+        (t1 * (-log_eff - g * (1.0 - k) / alpha)).sum(),
+        -(slope * p2 * log_d).sum() - (t1 * g * (log_u - 1.0 / beta)).sum(),
+        -(t1 * alpha * h).sum(),
+    ])
     return float(value), grad
 
 
@@ -249,6 +315,7 @@ class StepFit:
     values: dict[str, float]  # natural units, fixed ones included
     objective: float
     at_bound: tuple[str, ...]  # free parameters whose estimate sits on a search bound
+    nuisance: float | None = None  # step 1's own R*_N where it fitted one (step 2 refits it)
 
 
 def _minimise(layout: _Layout, value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
@@ -289,17 +356,20 @@ def fit_step1(observations: Observations, plan: FitPlan, weights: np.ndarray | N
               start: Mapping[str, float] | None = None) -> StepFit:
     """Fit E, A, B, α, β on single-epoch rows.
 
+    Where the plan says so (`step1_joint`), N' follows the law on these rows and R*_N is
+    fitted alongside as a nuisance (step 2 refits it on all rows); a fixed R*_N is used in N'.
     `start` (natural values) replaces the start grid by one warm L-BFGS run, as the bootstrap
     and the cross-validation do from the point estimate.
     """
     values = {**(start or {}), **plan.fixed_values}
-    layout = _layout(STEP1_NAMES, plan.step1_free, values, plan.tie_exponents)
-    data = _Step1Data(np.log(observations.num_params), np.log(observations.tokens),
-                      np.log(observations.loss))
     w = np.ones(len(observations)) if weights is None else weights
     if not plan.step1_free:
         return StepFit(values={name: plan.fixed_values[name] for name in STEP1_NAMES},
                        objective=math.nan, at_bound=())
+    data = _step1_data(observations)
+    layout = _layout(STEP1_NAMES, plan.step1_free, values, plan.tie_exponents)
+    uses_n_prime = plan.step1_joint or "R_N_star" in plan.fixed_values
+    warm_joint = start is not None and uses_n_prime and math.isfinite(start.get("R_N_star", math.inf))
     if start is not None:
         full = np.array([to_internal(name, start[name]) for name in STEP1_NAMES])
         starts = [layout.free_from_full(full)]
@@ -307,9 +377,29 @@ def fit_step1(observations: Observations, plan: FitPlan, weights: np.ndarray | N
         grid = list(itertools.product(*(_STEP1_GRID[name] for name in STEP1_NAMES)))
         starts = _grid_starts(layout, grid, lambda theta: _step1_value(theta, data, w))
     with single_threaded_blas() if start is None else nullcontext():  # worth it for 8 runs
-        x, objective = _minimise(layout, lambda theta: _step1_value_and_grad(theta, data, w),
-                                 starts)
-    return _finish(layout, x, objective)
+        if not warm_joint:  # the Chinchilla fit (N' = N): the answer, or the joint fit's start
+            x, objective = _minimise(layout, lambda theta: _step1_value_and_grad(theta, data, w),
+                                     starts)
+            if not uses_n_prime:
+                return _finish(layout, x, objective)
+            values.update({name: to_natural(name, float(v))
+                           for name, v in zip(STEP1_NAMES, layout.full(x), strict=True)})
+        joint_free = plan.step1_free + (("R_N_star",) if plan.step1_joint else ())
+        joint = _layout(STEP1_JOINT_NAMES, joint_free, values, plan.tie_exponents)
+        full = np.array([to_internal(name, values[name]) for name in STEP1_NAMES])
+        base = list(layout.free_from_full(full))
+        if not plan.step1_joint:
+            starts = [np.array(base)]
+        elif warm_joint:
+            starts = [np.array(base + [to_internal("R_N_star", values["R_N_star"])])]
+        else:
+            starts = [np.array(base + [math.log(decay)]) for decay in _STEP1_R_N_STARTS]
+        x, objective = _minimise(
+            joint, lambda theta: _step1_joint_value_and_grad(theta, data, w), starts)
+    fit = _finish(joint, x, objective)
+    return StepFit(values={name: fit.values[name] for name in STEP1_NAMES}, objective=objective,
+                   at_bound=tuple(name for name in fit.at_bound if name != "R_N_star"),
+                   nuisance=fit.values["R_N_star"] if plan.step1_joint else None)
 
 
 def fit_step2(observations: Observations, base: ChinchillaLaw, plan: FitPlan,

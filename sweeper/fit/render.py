@@ -39,6 +39,7 @@ def _family_json(fit: FamilyFit) -> dict[str, Any]:
                                 for name in PARAMETER_NAMES}
     document["r2"] = {"in_sample": fit.r2_in_sample, "cv": fit.r2_cv}
     document["n_trials"] = fit.n_trials
+    document["step1_oversized_rows"] = fit.oversized_single
     spread = fit.seed_spread()
     document["seed_spread"] = None if spread is None else {
         "configurations": spread[0], "mean_loss_std": spread[1]}
@@ -128,6 +129,12 @@ def interval(estimate: Estimate) -> str:
     return f"[{number(estimate.lo)}, {number(estimate.hi)}]"
 
 
+def step1_sentence(fit: FamilyFit) -> str:
+    return (f"{fit.oversized_single} single-epoch rows hold more parameters than are "
+            "compute-optimal for their data (N > U_N), so step 1 used the law's N' there and "
+            "fitted R*_N alongside; step 2 refitted it on all rows")
+
+
 def cv_label(folds: int) -> str:
     return "leave-one-out" if folds == 0 else f"{folds}-fold"
 
@@ -137,6 +144,8 @@ def family_table(fit: FamilyFit, analysis: Analysis) -> Table:
     configurations = len(fit.observations)
     title = (f"family {fit.family}: {fit.n_trials} trials, {configurations} configurations "
              f"({int(fit.observations.single_epoch.sum())} single-epoch)")
+    if fit.oversized_single:
+        title += f"; {step1_sentence(fit)}"
     table = Table(title=title, title_justify="left")
     table.add_column("parameter")
     table.add_column("value", justify="right")

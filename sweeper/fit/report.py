@@ -62,8 +62,9 @@ def _family_blocks(analysis: Analysis) -> list[Block]:
     blocks: list[Block] = [Heading("Fitted laws")]
     blocks.append(Paragraph(
         "L(N, D, U) = E + A/N'^α + B/D'^β with effective data D' and effective parameters N' "
-        "(Muennighoff et al. 2023). Step 1 fits E, A, B, α, β on single-epoch runs; step 2 fits "
-        "R*_D and R*_N on all runs with step 1 frozen. Huber loss (δ = 1e-3) on log loss, "
+        "(Muennighoff et al. 2023). Step 1 fits E, A, B, α, β on single-epoch runs (with the "
+        "law's N' where a run holds more parameters than are compute-optimal for its data); "
+        "step 2 fits R*_D and R*_N on all runs with step 1 frozen. Huber loss (δ = 1e-3) on log loss, "
         f"L-BFGS from a grid of starts; intervals from {analysis.options.resamples} bootstrap "
         f"resamples of configurations ({level}); R² on the loss, in-sample and "
         f"{render.cv_label(analysis.options.cv_folds)}."))
@@ -71,7 +72,8 @@ def _family_blocks(analysis: Analysis) -> list[Block]:
         blocks.append(Heading(f"Family {fit.family}", level=3))
         blocks.append(Paragraph(
             f"{fit.n_trials} trials, {len(fit.observations)} configurations "
-            f"({int(fit.observations.single_epoch.sum())} single-epoch)."))
+            f"({int(fit.observations.single_epoch.sum())} single-epoch)."
+            + (f" {render.step1_sentence(fit)}." if fit.oversized_single else "")))
         rows = []
         for name in PARAMETER_NAMES:
             estimate = fit.estimates[name]
