@@ -47,6 +47,7 @@ class SweepCallback(Callback):
     extra_tags: Mapping[str, str]  # data manifest fingerprint, unique_tokens_actual per U, ...
     metric_names: frozenset[str]
     estimate_s: float
+    fresh: frozenset[str] = frozenset()  # `--rerun` ids: a new run each, from step 0
     started: float = field(default_factory=time.monotonic)
     states: dict[str, TrialState] = field(default_factory=dict)
     live: Live | None = None
@@ -74,7 +75,8 @@ class SweepCallback(Callback):
                               "tokens": planned.tokens, "steps": planned.steps, "train": planned.train,
                               "data": planned.data})
             state.log = self.tracking.open_trial(trial_id=planned.id, run_name=planned.name,
-                                                 parent_run_id=self.parent_run_id, tags=tags, params=params)
+                                                 parent_run_id=self.parent_run_id, tags=tags, params=params,
+                                                 fresh=planned.id in self.fresh)
         state.state = "running"
         self._say(f"started {state.trial.name} ({state.trial.id})")
 

@@ -32,6 +32,7 @@ TAG_TRIAL = "sweeper.trial_id"
 TAG_LAST_STEPS = "sweeper.last_steps"  # {"val/loss": 123456, ...}
 TAG_FAILURE = "sweeper.failure"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_SUPERSEDED = "sweeper.superseded_by"  # on a trial's run that `--rerun` replaced: the new run's id
 FLUSH_POINTS = 500  # below log_batch's 1000-metric limit
 FLUSH_SECONDS = 10.0
 FINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -78,7 +79,8 @@ def check_reachable(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
 class Tracking:
     """One experiment of one tracking store."""
 
-    def __init__(self, tracking_uri: str, experiment: str):
+    def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True):
+        """`create` False: only read; an experiment that does not exist holds no runs."""
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
@@ -86,14 +88,26 @@ class Tracking:
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.client = MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=_artifact_location(tracking_uri))
+        self.experiment_id: str | None = found.experiment_id if found else None
+        if self.experiment_id is None and create:
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=_artifact_location(tracking_uri))
 
     # --- reading --------------------------------------------------------------------------------
 
+    def run(self, run_id: str) -> Any | None:
+        """One run of this experiment by its id, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        return run if run.info.experiment_id == self.experiment_id else None
+
     def trial_records(self, trial_ids: Iterable[str] | None = None) -> dict[str, TrialRecord]:
-        """Every trial run of the experiment (or of `trial_ids`). Where a trial has several runs,
-        a FINISHED one wins, then the most recent."""
+        """Every trial run of the experiment (or of `trial_ids`), superseded runs (replaced by
+        `--rerun`) left out. Where a trial has several runs, a FINISHED one wins, then the most recent."""
         wanted = set(trial_ids) if trial_ids is not None else None
         query = f"tags.`{TAG_KIND}` = 'trial'"
         if wanted is not None and len(wanted) == 1:  # one trial (a run starting): ask for it alone, so
@@ -101,13 +115,18 @@ class Tracking:
         records: dict[str, tuple[int, TrialRecord]] = {}
         for run in self._search(query):
             trial_id = run.data.tags.get(TAG_TRIAL, "")
-            if wanted is not None and trial_id not in wanted:
+            if (wanted is not None and trial_id not in wanted) or TAG_SUPERSEDED in run.data.tags:
                 continue
             record = _record(run)
             rank = (record.status == "FINISHED", run.info.start_time or 0)
             if trial_id not in records or rank > records[trial_id][0]:  # type: ignore[operator]
                 records[trial_id] = (rank, record)  # type: ignore[assignment]
         return {trial_id: record for trial_id, (_, record) in records.items()}
+
+    def trial_states(self, trial_ids: Iterable[str]) -> dict[str, str]:
+        """Each trial's state in the store (FINISHED, FAILED, KILLED, RUNNING); trials without a run
+        are left out."""
+        return {trial_id: record.status for trial_id, record in self.trial_records(trial_ids).items()}
 
     def finished_ids(self) -> set[str]:
         return {t for t, r in self.trial_records().items() if r.status == "FINISHED"}
@@ -136,6 +155,8 @@ class Tracking:
         return {run_id: points for run_id, points in found.items() if points}
 
     def _search(self, filter_string: str) -> Iterable[Any]:
+        if self.experiment_id is None:
+            return
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000,
@@ -164,16 +185,21 @@ class Tracking:
         return run_id
 
     def open_trial(self, *, trial_id: str, run_name: str, parent_run_id: str, tags: Mapping[str, Any],
-                   params: Mapping[str, Any]) -> TrialLog:
-        """The trial's run: the existing one (continued, RUNNING again) or a new child of the sweep."""
+                   params: Mapping[str, Any], fresh: bool = False) -> TrialLog:
+        """The trial's run: the existing one (continued, RUNNING again) or a new child of the sweep.
+        `fresh` (`--rerun`): always a new run; the trial's earlier runs stay, tagged superseded by it."""
         existing = self.trial_records([trial_id]).get(trial_id)
-        if existing is not None:
+        if existing is not None and not fresh:
             self.client.update_run(existing.run_id, status="RUNNING")
             return TrialLog(self.client, existing.run_id, dict(existing.last_steps))
         all_tags = {TAG_KIND: "trial", TAG_TRIAL: trial_id, TAG_PARENT: parent_run_id,
                     **{k: str(v) for k, v in tags.items()}}
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         _log_params(self.client, run.info.run_id, params)
+        if fresh:
+            for old in self._search(f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_TRIAL}` = '{trial_id}'"):
+                if old.info.run_id != run.info.run_id and TAG_SUPERSEDED not in old.data.tags:
+                    self.client.set_tag(old.info.run_id, TAG_SUPERSEDED, run.info.run_id)
         return TrialLog(self.client, run.info.run_id, {})
 
     def finish_sweep(self, run_id: str, status: str) -> None:
