@@ -5,14 +5,18 @@ storage, data) is checked before Ray starts, and trials that MLflow holds as FIN
 out before Ray starts too, so a finished sweep answers "nothing to train" in seconds. Tune runs
 the remaining trials as an explicit list (the planner owns expansion), each with its planned
 resources, under the profile's concurrency; its storage keeps checkpoints under
-`{storage}/{experiment}/{trial_id}/` so any later run resumes them (see sweeper.worker).
+`{storage}/{experiment folder}/{trial_id}/` so any later run resumes them (see sweeper.worker). The
+experiment folder is the experiment's name when that is a safe folder name (every name today's
+validator accepts), else a safe form of it (`experiment_folder`), so no name reaches outside storage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -47,6 +51,31 @@ class Selection:
             parts.append(f"{len(self.failed)} failed before (skipped; --retry-failed runs them again)")
         parts.append(f"{len(self.to_run)} to run")
         return f"{total} trials: " + ", ".join(parts)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+=@,-]+")
+MAX_FOLDER_BYTES = 255
+
+
+def experiment_folder(experiment: str) -> str:
+    """The sweep's folder under storage: the experiment's name when it is one safe folder name (so
+    existing checkpoints are found where they are), else a readable slug of it and a hash of the
+    whole name: never a separator, '.', '..', a control character or an edge space, at most 255 bytes."""
+    safe = (experiment not in ("", ".", "..") and "/" not in experiment and "\\" not in experiment
+            and experiment.isprintable() and experiment == experiment.strip()
+            and len(experiment.encode()) <= MAX_FOLDER_BYTES)
+    if safe:
+        return experiment
+    slug = _UNSAFE.sub("-", experiment).strip("-.")[:100] or "experiment"
+    return f"{slug}-{hashlib.sha256(experiment.encode()).hexdigest()[:12]}"
+
+
+def sweep_dir(root: str, experiment: str) -> str:
+    return f"{root}/{experiment_folder(experiment)}"
+
+
+def trial_dir(root: str, experiment: str, trial_id: str) -> str:
+    return f"{sweep_dir(root, experiment)}/{trial_id}"
 
 
 def storage_root(profile: Profile) -> str:
@@ -134,7 +163,27 @@ def run_sweep(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence
     data = prepare_data(spec, [t.unique_tokens for t in trials], profile)
     plan_json = _plan_json(spec, plan)
     parent = tracking.sweep_run(spec.name, spec_texts={f: Path(f).read_text() for f in spec.files}, plan=plan_json)
-    return _tune(spec, profile, selection, tracking, parent, data, root, estimate_s, in_cluster=in_cluster)
+    fresh = frozenset(t.id for t in selection.to_run if t.id in rerun)
+    if fresh:
+        forget_checkpoints(root, spec.experiment, fresh, storage_endpoint(profile))
+        console.print(f"--rerun: {len(fresh)} trial{'s' if len(fresh) > 1 else ''} train from step 0 into new runs; "
+                      "their earlier runs stay in MLflow, tagged superseded")
+    return _tune(spec, profile, selection, tracking, parent, data, root, estimate_s, in_cluster=in_cluster,
+                 fresh=fresh)
+
+
+def forget_checkpoints(root: str, experiment: str, trial_ids: Sequence[str] | frozenset[str],
+                       endpoint: str | None) -> None:
+    """Remove the trials' folders from storage, so `--rerun` trains them from step 0 and nothing,
+    now or after a crash, resumes from a checkpoint of the runs they replace."""
+    import pyarrow.fs
+
+    from sweeper.storage import filesystem_for
+
+    for trial_id in trial_ids:
+        filesystem, path = filesystem_for(trial_dir(root, experiment, trial_id), endpoint)
+        if filesystem.get_file_info(path).type == pyarrow.fs.FileType.Directory:
+            filesystem.delete_dir(path)
 
 
 def submit_sweep(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence[Trial], rerun: Sequence[str] = (),
@@ -200,7 +249,7 @@ def prepare_data(spec: SweepSpec, unique_tokens: Sequence[int], profile: Profile
 
 
 def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tracking, parent: str, data: Any,
-          root: str, estimate_s: float, *, in_cluster: bool) -> int:
+          root: str, estimate_s: float, *, in_cluster: bool, fresh: frozenset[str] = frozenset()) -> int:
     import torch  # noqa: F401  (torch before Ray: Ray first can break torch's oneMKL loading)
 
     # Our own view and MLflow replace Tune's console reporter and its TensorBoard and CSV files;
@@ -232,7 +281,7 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
                                            peak_flops=hardware.peak_flops),
         **trial_resources(t),
         "data": data.location,
-        "trial_dir": f"{root}/{spec.experiment}/{t.id}",
+        "trial_dir": trial_dir(root, spec.experiment, t.id),
         "storage_endpoint": endpoint,
     } for t in selection.to_run]
     spans_devices = any(t.sizing.devices > 1 for t in selection.to_run)
@@ -257,7 +306,7 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
         [config["sweeper"]["resources"]]))
     callback = SweepCallback(tracking=tracking, parent_run_id=parent,
                              trials={t.id: t for t in selection.to_run}, extra_tags=data.tags,
-                             metric_names=frozenset(METRICS), estimate_s=estimate_s)
+                             metric_names=frozenset(METRICS), estimate_s=estimate_s, fresh=fresh)
     tuner = tune.Tuner(
         trainable,
         param_space={"sweeper": tune.grid_search(payloads)},
@@ -268,15 +317,18 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
                                     reuse_actors=True,
                                     trial_name_creator=lambda t: t.config["sweeper"]["trial_config"]["trial_id"],
                                     trial_dirname_creator=lambda t: t.config["sweeper"]["trial_config"]["trial_id"]),
-        run_config=tune.RunConfig(name=spec.experiment, storage_path=storage_path, storage_filesystem=filesystem,
+        run_config=tune.RunConfig(name=experiment_folder(spec.experiment), storage_path=storage_path, storage_filesystem=filesystem,
                                   verbose=0,
                                   callbacks=[callback, JsonLoggerCallback()],
                                   failure_config=tune.FailureConfig(max_failures=profile.retries),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   progress_reporter=None),
     )
+    # Tune's own farewell on Ctrl-C or `sweeper stop` ("Resume experiment with: Tuner.restore(...)")
+    # is not how a sweep resumes; _report says how.
+    logging.getLogger("ray.tune.tune").addFilter(_drop_tune_resume_hint)
     driver_file = _claim(root, spec.experiment)
-    watcher = StopWatcher(f"{root}/{spec.experiment}/{STOP_FILE}", endpoint)
+    watcher = StopWatcher(f"{sweep_dir(root, spec.experiment)}/{STOP_FILE}", endpoint)
     status = "FINISHED"
     try:
         with callback, watcher:
@@ -294,6 +346,15 @@ def _tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tra
         status = "FAILED"
     tracking.finish_sweep(parent, status)
     return _report(callback, status)
+
+
+TUNE_RESUME_HINTS = ("Tuner.restore", "Resume experiment with", "Resume training with", "Stop signal received",
+                     "Trials did not complete")
+
+
+def _drop_tune_resume_hint(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(hint in message for hint in TUNE_RESUME_HINTS)
 
 
 # What the Tune trial of a trial over several devices reserves: it only drives the trial's Ray Train
@@ -349,7 +410,8 @@ def _report(callback: Any, status: str) -> int:
 
 def _driver_file(root: str, experiment: str) -> Path:
     """Where a running driver records itself: beside the sweep's storage, or this machine's cache for s3://."""
-    folder = Path(root) / experiment if "://" not in root else Path.home() / ".cache" / "sweeper" / experiment
+    name = experiment_folder(experiment)
+    folder = Path(root) / name if "://" not in root else Path.home() / ".cache" / "sweeper" / name
     return folder / DRIVER_FILE
 
 
@@ -381,7 +443,7 @@ def request_stop(root: str, experiment: str, endpoint: str | None) -> None:
     """Ask the sweep's driver, wherever it runs, to stop as Ctrl-C would (see StopWatcher)."""
     from sweeper.storage import write_text
 
-    write_text(f"{root}/{experiment}/{STOP_FILE}", endpoint, json.dumps({"requested": time.time()}))
+    write_text(f"{sweep_dir(root, experiment)}/{STOP_FILE}", endpoint, json.dumps({"requested": time.time()}))
 
 
 class StopWatcher:

@@ -91,3 +91,40 @@ def test_bad_store_uris(uri: str, message: str) -> None:
 def test_flatten() -> None:
     assert flatten({"train": {"betas": (0.9, 0.95), "lr": 1e-3}, "family": "ar"}) == {
         "train.betas": [0.9, 0.95], "train.lr": 1e-3, "family": "ar"}
+
+
+def test_a_rerun_opens_a_fresh_run_and_supersedes_the_old_one(tmp_path: Path) -> None:
+    from sweeper.tracking import TAG_SUPERSEDED
+
+    tracking = Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")
+    parent = tracking.sweep_run("smoke", spec_texts={}, plan={})
+    old = open_smoke_trial(tracking, parent)
+    old.log({"val/loss": 3.0, "final/val_loss": 3.0}, step=80_000)
+    old.finish("FINISHED")
+
+    again = open_smoke_trial(tracking, parent)  # resume keeps the run
+    assert again.run_id == old.run_id and again.last_steps == {"val/loss": 80_000, "final/val_loss": 80_000}
+    again.finish("FINISHED")
+
+    fresh = tracking.open_trial(trial_id="abc123def456", run_name="ar-tiny-U4k-e2", parent_run_id=parent,
+                                tags={}, params={}, fresh=True)
+    assert fresh.run_id != old.run_id and fresh.last_steps == {}  # from step 0: every point is written
+    assert tracking.client.get_run(old.run_id).data.tags[TAG_SUPERSEDED] == fresh.run_id
+    assert tracking.client.get_run(old.run_id).info.status == "FINISHED"  # the old one kept
+    # Until the rerun finishes, the trial is not finished: dedupe, status, results and fit see the new run only.
+    assert tracking.trial_records()["abc123def456"].run_id == fresh.run_id
+    assert tracking.finished_ids() == set()
+    fresh.log({"val/loss": 2.5, "final/val_loss": 2.5}, step=80_000)
+    fresh.finish("FINISHED")
+    record = tracking.trial_records(["abc123def456"])["abc123def456"]
+    assert (record.run_id, record.metrics["final/val_loss"]) == (fresh.run_id, 2.5)
+    assert tracking.trial_states(["abc123def456", "000000000000"]) == {"abc123def456": "FINISHED"}
+    # A later run without --rerun continues the new run, never the superseded one.
+    assert open_smoke_trial(tracking, parent).run_id == fresh.run_id
+
+
+def test_reading_creates_no_experiment(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    reader = Tracking(uri, "nothing-here", create=False)
+    assert reader.experiment_id is None and reader.trial_records() == {} and reader.run("0" * 32) is None
+    assert reader.client.get_experiment_by_name("nothing-here") is None

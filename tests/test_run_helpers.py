@@ -1,0 +1,74 @@
+"""The driver's pieces that need no Ray: storage folders from experiment names, --rerun's reset, option checks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import SMOKE_SPEC
+from sweeper.console import UserError
+from sweeper.run import (_drop_tune_resume_hint, experiment_folder, forget_checkpoints, request_stop, sweep_dir,
+                         trial_dir)
+
+
+@pytest.mark.parametrize("name", ["sweeper-smoke", "chinchilla", "my sweep", "exp.v2", "a..b", "É-été", "x" * 255])
+def test_a_safe_name_keeps_todays_folder(name: str) -> None:
+    assert experiment_folder(name) == name
+    assert trial_dir("/store", name, "abc") == f"/store/{name}/abc"
+
+
+@pytest.mark.parametrize("name, folder", [
+    ("../escape", "escape-"), ("/abs/path", "abs-path-"), ("a/b", "a-b-"), ("..", "experiment-"),
+    (".", "experiment-"), ("x\n", "x-"), (" edge ", "edge-"), ("a\\b", "a-b-"), ("é" * 200, "experiment-"),
+    ("", "experiment-"),
+])
+def test_an_unsafe_name_gets_a_folder_inside_storage(name: str, folder: str, tmp_path: Path) -> None:
+    derived = experiment_folder(name)
+    assert derived.startswith(folder) and len(derived) == len(folder) + 12
+    assert "/" not in derived and "\\" not in derived and derived.isprintable() and len(derived.encode()) <= 255
+    root = str(tmp_path / "store")
+    path = os.path.normpath(trial_dir(root, name, "abc123def456"))
+    assert path == os.path.join(root, derived, "abc123def456")
+    request_stop(root, name, None)  # the stop request lands inside storage too
+    assert (Path(sweep_dir(root, name)) / "stop-requested").is_file() and Path(sweep_dir(root, name)).parent == Path(root)
+    assert experiment_folder(name) != experiment_folder(name + "x")  # distinct names, distinct folders
+
+
+def test_forget_checkpoints_removes_only_the_rerun_trials(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    for trial in ("aaa", "bbb"):
+        folder = Path(trial_dir(root, "exp", trial)) / "checkpoint_000003"
+        folder.mkdir(parents=True)
+        (folder / ".metadata.json").write_text('{"step": 10}')
+    forget_checkpoints(root, "exp", ["aaa", "never-ran"], None)
+    assert not Path(trial_dir(root, "exp", "aaa")).exists()
+    assert Path(trial_dir(root, "exp", "bbb"), "checkpoint_000003").is_dir()
+
+
+def test_tunes_restore_hint_is_dropped_and_other_warnings_kept() -> None:
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.tune.tune", logging.WARNING, __file__, 1, message, None, None)
+
+    assert not _drop_tune_resume_hint(record("Experiment has been interrupted, but the most recent state was saved.\n"
+                                             'Resume experiment with: Tuner.restore(path="/x", trainable=...)'))
+    assert not _drop_tune_resume_hint(record("Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run."))
+    assert _drop_tune_resume_hint(record("No trial resources are available for launching the task."))
+
+
+@pytest.mark.parametrize("hours", ["nan", "inf", "-1", "0"])
+def test_max_device_hours_must_be_a_positive_number(cli, hours: str) -> None:
+    code, out, err = cli("run", SMOKE_SPEC, "--max-device-hours", hours)
+    assert (code, out) == (2, "") and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: --max-device-hours {float(hours):g}: expected a positive number of device-hours")
+
+
+def test_check_device_hours_accepts_a_limit() -> None:
+    from sweeper.commands.run_commands import check_device_hours
+
+    check_device_hours(None)
+    check_device_hours(0.5)
+    with pytest.raises(UserError):
+        check_device_hours(float("nan"))
