@@ -150,3 +150,49 @@ def test_where_says_which_keys_compare(cli, expr: str, message: str) -> None:
 def test_where_on_train_keys(cli, expr: str, count: int) -> None:
     code, out, err = cli("plan", SMOKE_SPEC, "--format", "json", "--where", expr)
     assert (code, err) == (0, "") and len(json.loads(out)["trials"]) == count, expr
+
+
+def test_plan_without_a_store_says_so_in_one_line_and_stays_fast(write_spec) -> None:
+    path = write_spec(MINIMAL)
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "sweeper.cli", "plan", str(path)], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.strip().splitlines()[-1] == "no MLflow store at mlflow.db yet: every trial is to run"
+    assert not (path.parent / "mlflow.db").exists()  # looking created nothing
+    assert elapsed < 1.0
+
+
+def test_plan_with_an_unreachable_server_says_so(cli, write_spec, tmp_path) -> None:
+    from servers import free_port
+
+    profile = tmp_path / "remote.yaml"
+    profile.write_text((REPO / "backends" / "local.yaml").read_text().replace(
+        "sqlite:///mlflow.db", f"http://127.0.0.1:{free_port()}"))
+    start = time.perf_counter()
+    code, out, err = cli("plan", write_spec(MINIMAL), "--backend", profile, "--format", "json")
+    assert (code, err) == (0, "") and time.perf_counter() - start < 1.0
+    plan = json.loads(out)
+    assert plan["store"].startswith("done vs to run unknown: MLflow at http://127.0.0.1:")
+    assert "is unreachable" in plan["store"] and {t["state"] for t in plan["trials"]} == {None}
+
+
+def test_plan_shows_done_vs_to_run_from_the_store(cli, write_spec, tmp_path) -> None:
+    from sweeper.tracking import Tracking
+
+    path = write_spec(MINIMAL)
+    code, out, _ = cli("plan", path, "--format", "json")
+    ids = [t["id"] for t in json.loads(out)["trials"]]
+    tracking = Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", "t")
+    parent = tracking.sweep_run("t", spec_texts={}, plan={})
+    for trial_id, status in zip(ids, ("FINISHED", "FAILED")):
+        tracking.open_trial(trial_id=trial_id, run_name=trial_id, parent_run_id=parent, tags={},
+                            params={}).finish(status)
+    code, out, err = cli("plan", path)
+    assert (code, err) == (0, "")
+    assert out.strip().splitlines()[-1] == "MLflow at sqlite:///mlflow.db, experiment 't': 1 done, 1 failed, 2 to run"
+    code, out, _ = cli("plan", path, "--format", "json")
+    assert [t["state"] for t in json.loads(out)["trials"]] == ["done", "failed", "to run", "to run"]
+    code, out, _ = cli("plan", path, "--format", "csv")
+    assert [row["state"] for row in csv.DictReader(io.StringIO(out))] == ["done", "failed", "to run", "to run"]

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
+from sweeper.commands.plan_state import StoreStates
 from sweeper.console import console
 from sweeper.plan import Plan, Trial
 from sweeper.spec import SweepSpec
@@ -18,14 +19,20 @@ from sweeper.units import fmt_bytes, fmt_count, fmt_duration, fmt_epochs, fmt_sc
 from sweeper.where import Filter, select
 
 
-def render(spec: SweepSpec, plan: Plan, filters: list[Filter], fmt: str) -> None:
+def render(spec: SweepSpec, plan: Plan, filters: list[Filter], fmt: str, states: StoreStates | None = None) -> None:
     shown = dataclasses.replace(plan, trials=tuple(select(plan.trials, filters))) if filters else plan
     if fmt == "json":
-        sys.stdout.write(json.dumps(plan_json(spec, shown), indent=2) + "\n")
+        document = plan_json(spec, shown)
+        if states is not None:
+            document["store"] = states.note
+            for trial in document["trials"]:
+                trial["state"] = states.state(trial["id"])
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
     elif fmt == "csv":
-        sys.stdout.write(plan_csv(shown))
+        sys.stdout.write(plan_csv(shown, states))
     else:
-        print_table(spec, shown, filtered=len(shown.trials) != len(plan.trials), total=len(plan.trials))
+        print_table(spec, shown, filtered=len(shown.trials) != len(plan.trials), total=len(plan.trials),
+                    states=states)
 
 
 def trial_json(trial: Trial) -> dict[str, Any]:
@@ -57,10 +64,11 @@ def plan_json(spec: SweepSpec, plan: Plan) -> dict[str, Any]:
 
 
 CSV_COLUMNS = ("id", "name", "family", "model", "num_params", "unique_tokens", "epochs", "tokens", "steps", "flops",
-               "seed", "micro_batch", "devices", "resources", "memory_bytes", "fits", "est_device_hours", "est_cost")
+               "seed", "micro_batch", "devices", "resources", "memory_bytes", "fits", "est_device_hours", "est_cost",
+               "state")
 
 
-def plan_csv(plan: Plan) -> str:
+def plan_csv(plan: Plan, states: StoreStates | None = None) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -69,17 +77,18 @@ def plan_csv(plan: Plan) -> str:
         writer.writerow([t.id, t.name, t.family, t.model.name, t.num_params, t.unique_tokens, repr(t.epochs),
                          t.tokens, t.steps, repr(t.flops), t.seed, t.sizing.micro_batch, t.sizing.devices, resources,
                          t.sizing.memory.total, t.sizing.fits, f"{t.device_seconds / 3600:.6g}",
-                         "" if t.cost is None else f"{t.cost:.2f}"])
+                         "" if t.cost is None else f"{t.cost:.2f}", (states and states.state(t.id)) or ""])
     return out.getvalue()
 
 
-def print_table(spec: SweepSpec, plan: Plan, *, filtered: bool, total: int) -> None:
+def print_table(spec: SweepSpec, plan: Plan, *, filtered: bool, total: int, states: StoreStates | None = None) -> None:
+    known = states is not None and states.states is not None
     table = Table(title=f"{spec.name}: {len(plan.trials)} trials" + (f" of {total}" if filtered else ""),
                   title_justify="left", header_style="bold")
     for column, justify in (("id", "left"), ("family", "left"), ("model", "left"), ("N", "right"),
                             ("U", "right"), ("epochs", "right"), ("D", "right"), ("steps", "right"),
                             ("FLOPs", "right"), ("memory", "right"), ("micro×accum", "right"),
-                            ("resources", "left"), ("est. time", "right")):
+                            ("resources", "left"), ("est. time", "right"), *((("state", "left"),) if known else ())):
         table.add_column(column, justify=justify, no_wrap=True)
     for t in plan.trials:
         resources = " ".join(f"{v:g} {k}" for k, v in t.sizing.resources.items())
@@ -87,9 +96,12 @@ def print_table(spec: SweepSpec, plan: Plan, *, filtered: bool, total: int) -> N
         table.add_row(t.id, t.family, t.model.name, fmt_count(t.num_params), fmt_count(t.unique_tokens),
                       fmt_epochs(t.epochs), fmt_count(t.tokens), f"{t.steps:,}", fmt_sci(t.flops), memory,
                       f"{t.sizing.micro_batch}×{t.sizing.grad_accum}", resources, fmt_duration(t.wall_seconds),
+                      *((states.state(t.id) or "",) if known else ()),  # type: ignore[union-attr]
                       style=None if t.sizing.fits else "red")
     console.print(table)
     print_summary(plan)
+    if states is not None:
+        console.print(states.summary([t.id for t in plan.trials]), markup=False, soft_wrap=True)
 
 
 def print_summary(plan: Plan) -> None:

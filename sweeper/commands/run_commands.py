@@ -56,6 +56,7 @@ def run_run(args: argparse.Namespace) -> int:
     from sweeper.spec import TRAIN_KEYS
     from sweeper.where import parse_where, select
 
+    check_device_hours(args.max_device_hours)
     filters = parse_where(args.where, train_keys=TRAIN_KEYS)
     spec, plan = load_plan(args)
     profile = load_profile_for(args, args.spec)
@@ -67,6 +68,16 @@ def run_run(args: argparse.Namespace) -> int:
     from sweeper.run import submit_sweep
 
     return submit_sweep(spec, plan, profile, passthrough=_passthrough(args), follow=not args.no_follow, **choice)
+
+
+def check_device_hours(hours: float | None) -> None:
+    import math
+
+    from sweeper.console import UserError
+
+    if hours is not None and not (math.isfinite(hours) and hours > 0):
+        raise UserError(f"--max-device-hours {hours:g}: expected a positive number of device-hours "
+                        "(leave it out for no limit)")
 
 
 def _passthrough(args: argparse.Namespace) -> list[str]:
@@ -105,15 +116,7 @@ def run_status(args: argparse.Namespace) -> int:
         code = job_status(spec, _profile(args), follow=args.follow)
         if code is not None:
             return code
-    records = tracking.trial_records([t.id for t in plan.trials])
-    rows = []
-    for trial in plan.trials:
-        record = records.get(trial.id)
-        done = max(record.last_steps.values(), default=0) if record else 0
-        rows.append({"id": trial.id, "name": trial.name, "status": record.status if record else "PENDING",
-                     "tokens_done": done, "tokens": trial.tokens,
-                     "val_loss": record.metrics.get("val/loss") if record else None,
-                     "failure": record.failure if record else None, "run_id": record.run_id if record else None})
+    rows = status_rows(plan, tracking)
     if args.format == "json":
         print(json.dumps({"spec": spec.name, "experiment": spec.experiment, "trials": rows}, indent=2))
         return 0
@@ -130,6 +133,20 @@ def run_status(args: argparse.Namespace) -> int:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     console.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
     return 0
+
+
+def status_rows(plan: Any, tracking: Any) -> list[dict[str, Any]]:
+    """One row per planned trial: its state in the store (PENDING without a run), progress, loss."""
+    records = tracking.trial_records([t.id for t in plan.trials])
+    rows = []
+    for trial in plan.trials:
+        record = records.get(trial.id)
+        done = max(record.last_steps.values(), default=0) if record else 0
+        rows.append({"id": trial.id, "name": trial.name, "status": record.status if record else "PENDING",
+                     "tokens_done": done, "tokens": trial.tokens,
+                     "val_loss": record.metrics.get("val/loss") if record else None,
+                     "failure": record.failure if record else None, "run_id": record.run_id if record else None})
+    return rows
 
 
 def _profile(args: argparse.Namespace):  # -> Profile

@@ -63,7 +63,10 @@ def run_plan(args: argparse.Namespace) -> int:
     from sweeper.spec import TRAIN_KEYS
     from sweeper.where import parse_where
 
+    from sweeper.commands.plan_state import store_states
+
     filters = parse_where(args.where, train_keys=TRAIN_KEYS)
     spec, plan = load_plan(args)
-    render(spec, plan, filters, args.format)
+    states = store_states(load_profile_for(args, args.spec), spec.experiment, [t.id for t in plan.trials])
+    render(spec, plan, filters, args.format, states)
     return 0
