@@ -20,6 +20,7 @@ infra/ manifests set up.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -170,18 +171,24 @@ def _quote(text: str) -> str:
 
 
 def follow_job(client: Any, job_id: str, spec_file: str) -> int:
-    """Print the job's log as it grows until the job ends; its exit code becomes ours. Ctrl-C
-    only detaches: the sweep goes on."""
-    shown = 0
+    """Stream the job's log as the driver writes it, until the job ends; its exit code becomes ours.
+    The log comes over the Jobs API's websocket, each line once; where that breaks (a proxy without
+    websockets, a restarted head) it is polled instead, printing only what is new. Ctrl-C only
+    detaches: the sweep goes on."""
+    shown = _Shown()
     try:
+        try:
+            asyncio.run(_stream_logs(client, job_id, shown))
+            streamed = True
+        except Exception:  # noqa: BLE001 (any failure of the stream: poll instead, from where it stopped)
+            streamed = False
         while True:
             status = _status(client.get_job_status(job_id))
-            logs = client.get_job_logs(job_id)
-            if len(logs) > shown:
-                print(logs[shown:], end="", flush=True)
-                shown = len(logs)
+            if not streamed:
+                _print_new(client.get_job_logs(job_id), shown)
             if status not in ACTIVE:
                 break
+            streamed = False  # the stream ended before the job did: poll the rest
             time.sleep(FOLLOW_POLL_S)
     except KeyboardInterrupt:
         console.print(f"\ndetached; the sweep goes on as job {job_id}: `sweeper status {spec_file} --cluster "
@@ -195,6 +202,25 @@ def follow_job(client: Any, job_id: str, spec_file: str) -> int:
     if status == "FAILED" and code is None and info.message:
         console.print(f"[red]{info.message.strip().splitlines()[-1]}[/]")
     return int(code) if code else 1
+
+
+class _Shown:
+    """How much of the job's log this command has printed (characters from its start)."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+
+
+async def _stream_logs(client: Any, job_id: str, shown: _Shown) -> None:
+    async for chunk in client.tail_job_logs(job_id):
+        print(chunk, end="", flush=True)
+        shown.chars += len(chunk)
+
+
+def _print_new(logs: str, shown: _Shown) -> None:
+    if len(logs) > shown.chars:
+        print(logs[shown.chars:], end="", flush=True)
+        shown.chars = len(logs)
 
 
 def job_status(spec: Any, profile: Profile, *, follow: bool) -> int | None:
