@@ -166,8 +166,8 @@ def run_sweep(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence
     fresh = frozenset(t.id for t in selection.to_run if t.id in rerun)
     if fresh:
         forget_checkpoints(root, spec.experiment, fresh, storage_endpoint(profile))
-        console.print(f"--rerun: {len(fresh)} trial{'s' if len(fresh) > 1 else ''} train from step 0 into new runs; "
-                      "their earlier runs stay in MLflow, tagged superseded")
+        console.print(f"--rerun: {len(fresh)} trial{'s train' if len(fresh) > 1 else ' trains'} from step 0 into a new "
+                      "run; earlier runs stay in MLflow, tagged superseded")
     return _tune(spec, profile, selection, tracking, parent, data, root, estimate_s, in_cluster=in_cluster,
                  fresh=fresh)
 

@@ -96,6 +96,32 @@ def test_smoke_sweep_end_to_end_then_nothing_to_do(tmp_path: Path) -> None:
 
 
 
+def test_rerun_trains_a_finished_trial_again_from_step_zero(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    profile = write_profile(tmp_path)
+    first = sweeper("run", SMOKE, "--backend", profile, "--where", "family=ar")
+    assert first.returncode == 0, first.stdout + first.stderr
+    (old,) = [r for r in runs(tmp_path / "mlflow.db") if r.data.tags.get("sweeper.kind") == "trial"]
+    trial_id = old.data.tags["sweeper.trial_id"]
+
+    again = sweeper("run", SMOKE, "--backend", profile, "--where", "family=ar", "--rerun", trial_id)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 trials: 0 finished, 1 to run" in again.stdout and "resumed" not in again.stdout
+    assert "--rerun: 1 trial trains from step 0 into a new run" in again.stdout
+    trials = {r.info.run_id: r for r in runs(tmp_path / "mlflow.db") if r.data.tags.get("sweeper.kind") == "trial"}
+    (new,) = [r for r in trials.values() if r.info.run_id != old.info.run_id]
+    assert trials[old.info.run_id].data.tags["sweeper.superseded_by"] == new.info.run_id
+    assert trials[old.info.run_id].info.status == "FINISHED" and new.info.status == "FINISHED"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(new.info.run_id, "val/loss")]
+    assert steps[0] == 0 and steps[-1] == 63 * 8 * 16  # the whole curve, trained again
+    results = sweeper("results", SMOKE, "--backend", profile, "--format", "csv")
+    assert new.info.run_id in results.stdout and old.info.run_id not in results.stdout
+    done = sweeper("run", SMOKE, "--backend", profile, "--where", "family=ar")
+    assert "1 trials: 1 finished, 0 to run" in done.stdout
+
+
 def long_spec(folder: Path, family: str = "ar", epochs: int = 150, extra: str = "") -> Path:
     path = folder / "long.yaml"
     path.write_text(long_spec_text(name="long", family=family, epochs=epochs, experiment="sweeper-long") + extra)
@@ -200,6 +226,7 @@ def test_stop_marks_running_trials_killed_and_they_resume(tmp_path: Path) -> Non
     assert stopped.returncode == 0 and "asked the sweep's driver" in stopped.stdout
     out, _ = driver.communicate(timeout=300)
     assert driver.returncode == 1 and "run the same command again to resume" in out
+    assert "Tuner.restore" not in out and "Resume experiment" not in out  # not how a sweep resumes
     assert only_trial_run(tmp_path / "mlflow.db").info.status == "KILLED"
     status = sweeper("status", spec, "--backend", profile)
     assert "KILLED" in status.stdout
