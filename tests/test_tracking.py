@@ -128,3 +128,33 @@ def test_reading_creates_no_experiment(tmp_path: Path) -> None:
     reader = Tracking(uri, "nothing-here", create=False)
     assert reader.experiment_id is None and reader.trial_records() == {} and reader.run("0" * 32) is None
     assert reader.client.get_experiment_by_name("nothing-here") is None
+
+
+@pytest.mark.parametrize("where", ["sqlite", "server"])
+def test_curves_are_read_in_bulk_and_agree_with_each_runs_history(tmp_path: Path, server_url: str, where: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.entities import Metric
+
+    import sweeper.tracking as tracking_module
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if where == "sqlite" else server_url
+    tracking = Tracking(uri, f"curves-{where}")
+    parent = tracking.sweep_run("curves", spec_texts={}, plan={})
+    expected = {}
+    for i in range(5):
+        log = open_smoke_trial(tracking, parent, trial_id=f"{i:012d}")
+        for step in (0, 100, 200, 300):
+            log.log({"val/loss": 5.0 - step / 100 - i}, step=step)
+        log.flush()
+        expected[log.run_id] = [(step, 5.0 - step / 100 - i) for step in (0, 100, 200, 300)]
+    # A step written twice (a flush retried after a lost answer): the later value wins.
+    tracking.client.log_batch(log.run_id, metrics=[Metric("val/loss", 9.0, int(time.time() * 1000) + 5000, 100)])
+    expected[log.run_id][1] = (100, 9.0)
+    no_curve = open_smoke_trial(tracking, parent, trial_id="nocurve00000")
+    calls: list[object] = []
+    monkeypatch.setattr(tracking.client, "get_metric_history", lambda *a, **k: calls.append(a) or [])
+    assert tracking.curves([*expected, no_curve.run_id], "val/loss") == expected
+    assert calls == []  # all in one bulk read
+    monkeypatch.undo()
+    monkeypatch.setattr(tracking_module, "BULK_POINTS", 2)  # an answer at its limit may be cut: run by run
+    assert tracking.curves(list(expected), "val/loss") == expected
