@@ -33,6 +33,7 @@ TAG_LAST_STEPS = "sweeper.last_steps"  # {"val/loss": 123456, ...}
 TAG_FAILURE = "sweeper.failure"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_SUPERSEDED = "sweeper.superseded_by"  # on a trial's run that `--rerun` replaced: the new run's id
+TAG_SUPERSEDES = "sweeper.supersedes"  # on the new run: the ids it replaced, comma-separated
 FLUSH_POINTS = 500  # below log_batch's 1000-metric limit
 FLUSH_SECONDS = 10.0
 FINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -94,9 +95,11 @@ class Tracking:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id: str | None = found.experiment_id if found else None
+        self.experiment_created: int | None = found.creation_time if found else None
         if self.experiment_id is None and create:
             self.experiment_id = self.client.create_experiment(
                 experiment, artifact_location=_artifact_location(tracking_uri))
+            self.experiment_created = self.client.get_experiment(self.experiment_id).creation_time
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -112,20 +115,32 @@ class Tracking:
 
     def trial_records(self, trial_ids: Iterable[str] | None = None) -> dict[str, TrialRecord]:
         """Every trial run of the experiment (or of `trial_ids`), superseded runs (replaced by
-        `--rerun`) left out. Where a trial has several runs, a FINISHED one wins, then the most recent."""
+        `--rerun`) left out. Where a trial has several runs, a FINISHED one wins, then the most recent.
+        One trial is asked for alone, so opening a trial costs the same however many runs there are;
+        more are read through the local cache of ended runs (sweeper.tracking_cache)."""
+        from sweeper.tracking_cache import cache_file, read_rows, row
+
         wanted = set(trial_ids) if trial_ids is not None else None
-        query = f"tags.`{TAG_KIND}` = 'trial'"
-        if wanted is not None and len(wanted) == 1:  # one trial (a run starting): ask for it alone, so
-            query += f" and tags.`{TAG_TRIAL}` = '{next(iter(wanted))}'"  # the cost stays flat as runs add up
-        records: dict[str, tuple[int, TrialRecord]] = {}
-        for run in self._search(query):
-            trial_id = run.data.tags.get(TAG_TRIAL, "")
-            if (wanted is not None and trial_id not in wanted) or TAG_SUPERSEDED in run.data.tags:
+        if self.experiment_id is None:
+            return {}
+        if wanted is not None and len(wanted) == 1:
+            query = f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_TRIAL}` = '{next(iter(wanted))}'"
+            rows = [row(run) for run in self._search(query)]
+        else:
+            rows = read_rows(cache_file(self.tracking_uri, self.experiment_id, self.experiment_created),
+                             search=lambda query, deleted: self._search(query, deleted=deleted),
+                             keep=lambda run: run.data.tags.get(TAG_KIND) == "trial", get=self.run)
+        replaced = {old for r in rows for old in r["tags"].get(TAG_SUPERSEDES, "").split(",") if old}
+        records: dict[str, tuple[tuple[bool, int], TrialRecord]] = {}
+        for r in rows:
+            trial_id = r["tags"].get(TAG_TRIAL, "")
+            if (wanted is not None and trial_id not in wanted) or TAG_SUPERSEDED in r["tags"] \
+                    or r["run_id"] in replaced:
                 continue
-            record = _record(run)
-            rank = (record.status == "FINISHED", run.info.start_time or 0)
-            if trial_id not in records or rank > records[trial_id][0]:  # type: ignore[operator]
-                records[trial_id] = (rank, record)  # type: ignore[assignment]
+            record = _record(r)
+            rank = (record.status == "FINISHED", r["start_time"])
+            if trial_id not in records or rank > records[trial_id][0]:
+                records[trial_id] = (rank, record)
         return {trial_id: record for trial_id, (_, record) in records.items()}
 
     def trial_states(self, trial_ids: Iterable[str]) -> dict[str, str]:
@@ -195,13 +210,16 @@ class Tracking:
             return None
         return None if len(rows) >= BULK_POINTS else rows
 
-    def _search(self, filter_string: str) -> Iterable[Any]:
+    def _search(self, filter_string: str, *, deleted: bool = False) -> Iterable[Any]:
+        from mlflow.entities import ViewType
+
         if self.experiment_id is None:
             return
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000,
-                                           page_token=token)
+                                           page_token=token,
+                                           run_view_type=ViewType.DELETED_ONLY if deleted else ViewType.ACTIVE_ONLY)
             yield from page
             token = page.token
             if not token:
@@ -235,12 +253,16 @@ class Tracking:
             return TrialLog(self.client, existing.run_id, dict(existing.last_steps))
         all_tags = {TAG_KIND: "trial", TAG_TRIAL: trial_id, TAG_PARENT: parent_run_id,
                     **{k: str(v) for k, v in tags.items()}}
+        if fresh:  # the new run names the runs it replaces, so a reader's cache of ended runs drops them
+            earlier = [old.info.run_id for old in self._search(
+                f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_TRIAL}` = '{trial_id}'")]
+            if earlier:
+                all_tags[TAG_SUPERSEDES] = ",".join(earlier)
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         _log_params(self.client, run.info.run_id, params)
         if fresh:
-            for old in self._search(f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_TRIAL}` = '{trial_id}'"):
-                if old.info.run_id != run.info.run_id and TAG_SUPERSEDED not in old.data.tags:
-                    self.client.set_tag(old.info.run_id, TAG_SUPERSEDED, run.info.run_id)
+            for old_id in earlier:  # for the UI and any other reader
+                self.client.set_tag(old_id, TAG_SUPERSEDED, run.info.run_id)
         return TrialLog(self.client, run.info.run_id, {})
 
     def finish_sweep(self, run_id: str, status: str) -> None:
@@ -316,10 +338,10 @@ def _artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
-def _record(run: Any) -> TrialRecord:
-    tags = dict(run.data.tags)
-    return TrialRecord(trial_id=tags.get(TAG_TRIAL, ""), run_id=run.info.run_id, status=run.info.status,
-                       tags=tags, metrics=dict(run.data.metrics),
+def _record(row: Mapping[str, Any]) -> TrialRecord:
+    tags = dict(row["tags"])
+    return TrialRecord(trial_id=tags.get(TAG_TRIAL, ""), run_id=row["run_id"], status=row["status"],
+                       tags=tags, metrics=dict(row["metrics"]),
                        last_steps={k: int(v) for k, v in json.loads(tags.get(TAG_LAST_STEPS, "{}")).items()})
 
 
