@@ -133,13 +133,19 @@ class Transformer(nn.Module):
                 else:  # RMSNorm gains, the only vectors (no biases anywhere)
                     p.fill_(1.0)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx (B, T) token ids (mask id allowed) -> logits (B, T, vocab_size)."""
+    def forward(self, idx: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
+        """idx (B, T) token ids (mask id allowed) -> logits (B, T, vocab_size); with `select`, a
+        (B, T) bool tensor, only the selected positions are scored: logits (M, vocab_size) for the
+        M selected positions in row-major order (`idx[select]`'s order). mdm scores only its masked
+        positions this way, since its loss is zero at every other one: the final norm, the output
+        head and the cross-entropy then cost M/(B·T) of the full ones (about half for mdm)."""
         T = idx.shape[1]
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hs)
         x = self.drop(self.embed(idx))  # (B, T, d)
         for block in self.blocks:
             x = block(x, cos, sin)
+        if select is not None:
+            x = x[select]  # (M, d): the norm and the head act per position
         x = self.norm(x)
         weight = self.embed.weight  # tied head
         vocab = self.config.vocab_size
@@ -147,7 +153,7 @@ class Transformer(nn.Module):
             # the padded width keeps the big matmul tensor-core aligned; the slice fuses into the
             # loss under torch.compile
             return F.linear(x, weight)[..., :vocab]
-        return F.linear(x, weight[:vocab])  # (B, T, V)
+        return F.linear(x, weight[:vocab])  # (B, T, V) or (M, V)
 
     def num_params(self) -> int:
         """Actual parameter count, the tied embedding counted once."""

@@ -60,37 +60,38 @@ def eval_noise(sample_index: int, num_mc: int, seq_len: int) -> tuple[torch.Tens
     return draw_mask(t, seq_len, g)
 
 
-def loss_weights(masked: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """masked (B, L) bool, p (B,) -> (B, L) weight 1/p on masked positions, 0 elsewhere."""
-    return masked.float() / p[:, None]
-
-
 def sequence_loss_sums(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
-                       targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Per-sequence sum of (weighted) cross-entropy, (B,).
-
-    ar: inputs = tokens[:, :-1], targets = tokens[:, 1:], weights None.
-    mdm: inputs = x0 with masked positions set to the mask id, targets = x0, weights = masked / p.
-    Both losses are then sums.sum() / (B·L).
-    """
+                       targets: torch.Tensor) -> torch.Tensor:
+    """ar: per-sequence sum of next-token cross-entropy, (B,), for inputs = tokens[:, :-1] and
+    targets = tokens[:, 1:] (B, L); the loss is then sums.sum() / (B·L)."""
     logits = model(inputs)  # (B, L, V)
     B, L, V = logits.shape
     ce = F.cross_entropy(logits.reshape(B * L, V), targets.reshape(B * L), reduction="none")
-    ce = ce.view(B, L).float()  # autocast already computes the loss in fp32; make it explicit
-    if weights is not None:
-        ce = ce * weights
-    return ce.sum(dim=1)
+    return ce.view(B, L).float().sum(dim=1)  # autocast already computes the loss in fp32
 
 
-def family_loss_sums(model: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor,
+def masked_loss_sums(model: Callable[..., torch.Tensor], x0: torch.Tensor, masked: torch.Tensor,
+                     p: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """mdm: per-sequence Σ_masked CE(logits, x0) / p, (B,), for clean tokens x0 (B, L), masked
+    (B, L) bool and mask rates p (B,); the loss is then sums.sum() / (B·L).
+
+    The model reads x0 with its masked positions set to `mask_id` and scores only those positions
+    (`model(inputs, select=masked)`): every other position has weight 0 in the loss, so scoring it
+    would be work thrown away. A sequence with no masked token sums to 0."""
+    inputs = torch.where(masked, mask_id, x0)
+    logits = model(inputs, select=masked)  # (M, V), the masked positions in row-major order
+    rows = masked.nonzero(as_tuple=True)[0]  # (M,) the sequence of each masked position
+    ce = F.cross_entropy(logits, x0[masked], reduction="none").float() / p[rows]
+    return torch.zeros(x0.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)
+
+
+def family_loss_sums(model: Callable[..., torch.Tensor], tokens: torch.Tensor,
                      masked: torch.Tensor | None, p: torch.Tensor | None, mask_id: int) -> torch.Tensor:
     """Samples (B, L+1) -> per-sequence loss sums (B,); the family follows from the noise given.
 
     ar (masked and p None): inputs tokens[:, :-1], targets tokens[:, 1:].
-    mdm: the first L tokens, masked (B, L) positions replaced by the mask id, weights masked / p.
+    mdm: the first L tokens, masked (B, L) positions replaced by the mask id, weights 1 / p.
     """
     if masked is None or p is None:
-        return sequence_loss_sums(model, tokens[:, :-1], tokens[:, 1:], None)
-    x0 = tokens[:, :-1]  # (B, L)
-    inputs = torch.where(masked, mask_id, x0)
-    return sequence_loss_sums(model, inputs, x0, loss_weights(masked, p))
+        return sequence_loss_sums(model, tokens[:, :-1], tokens[:, 1:])
+    return masked_loss_sums(model, tokens[:, :-1], masked, p, mask_id)

@@ -52,6 +52,23 @@ def test_mdm_loss_equals_the_formula(model: Transformer) -> None:
     assert float(loss) != pytest.approx(by_masked_count, rel=1e-3)
 
 
+def test_mdm_scores_only_masked_positions(model: Transformer) -> None:
+    """The selected logits are the full logits' masked rows; an unmasked sequence sums to 0."""
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randint(0, VOCAB, (3, SEQ + 1), generator=g)
+    masked = torch.rand(3, SEQ, generator=g) < 0.5
+    masked[1] = False
+    p = torch.tensor([0.5, 0.5, 0.5])
+    inputs = torch.where(masked, VOCAB, tokens[:, :SEQ])
+    with torch.no_grad():
+        full = model(inputs)  # (3, SEQ, V)
+        selected = model(inputs, select=masked)  # (M, V)
+        sums = family_loss_sums(model, tokens, masked, p, VOCAB)
+    assert selected.shape == (int(masked.sum()), VOCAB)
+    torch.testing.assert_close(selected, full[masked], rtol=1e-5, atol=1e-5)
+    assert float(sums[1]) == 0.0 and float(sums[0]) > 0.0
+
+
 def test_ar_loss_is_mean_next_token_cross_entropy(model: Transformer) -> None:
     causal = Transformer(dataclasses.replace(model.config, causal=True))
     causal.load_state_dict(model.state_dict())
@@ -101,8 +118,8 @@ def test_uniform_predictor_scores_ln_vocab_under_mdm() -> None:
     (1/p makes single draws heavy-tailed at small t, hence many long sequences here.)"""
     seq_len, num_mc, samples = 256, 32, 1000
 
-    def uniform(inputs: torch.Tensor) -> torch.Tensor:  # the predictor of the paper's sanity check
-        return torch.zeros(*inputs.shape, VOCAB)
+    def uniform(inputs: torch.Tensor, select: torch.Tensor) -> torch.Tensor:  # the paper's sanity check
+        return torch.zeros(int(select.sum()), VOCAB)
 
     tokens = torch.randint(0, VOCAB, (1, seq_len + 1)).expand(num_mc, -1)
     total = 0.0
