@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from sweeper.fit import bootstrap, frontier, laws
+from sweeper.fit.profile import Profile, profile_step1, profile_step2
 from sweeper.fit.fitter import (
     FitPlan,
     at_upper_bound,
@@ -40,6 +41,8 @@ class FitOptions:
     seed: int = 0
     confidence: float = 0.9
     cv_folds: int = 0  # 0: leave-one-out
+    restarts: int = 1  # bootstrap refits also start from this many start-grid points per step
+    profiles: bool = True  # profile likelihood of every fitted parameter
 
     def __post_init__(self) -> None:
         for name, value in self.fixed:
@@ -70,9 +73,15 @@ class FitOptions:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Estimate:
     value: float | None
-    lo: float | None
+    lo: float | None  # bootstrap percentile interval
     hi: float | None
     status: Status
+    profile: Profile | None = None  # the profile likelihood, where one was computed
+
+    @property
+    def weak(self) -> bool:
+        """Weakly identified: the profile interval spans more than a decade (or is open)."""
+        return self.profile is not None and self.profile.weak
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,20 +190,53 @@ def _step2_free(observations: Observations, base: laws.ChinchillaLaw, fixed: dic
     return tuple(free)
 
 
+def _bound_is_the_models(profile: Profile | None, value: float) -> bool:
+    """Whether the profile rises within a decade inward of an estimate on a search bound: the
+    data then want the parameter at or beyond the bound, and the limit is the search range's."""
+    if profile is None:
+        return False
+    inner = profile.lo if profile.hi is None else profile.hi
+    if inner is None or inner <= 0 or value <= 0:
+        return False
+    return max(inner, value) / min(inner, value) <= 10.0
+
+
 def _unidentified(name: str, value: float, lo: float | None, hi: float | None,
-                  notes: list[str]) -> Estimate:
+                  notes: list[str], profile: Profile | None = None) -> Estimate:
     """An estimate on a search bound: no value; for R*, the one-sided bound the data do give."""
     text = f"{SYMBOLS[name]} not identified: its estimate ran to the search bound ({value:.4g})"
     if name not in STEP2_NAMES:
-        notes.append(text + "; the data do not pin it down")
-        return Estimate(value=None, lo=None, hi=None, status="unidentified")
+        if _bound_is_the_models(profile, value):
+            notes.append(text + "; that is the limit of the fitter's search range, not of the "
+                                "data: the objective keeps falling toward the bound, so the "
+                                "law's form does not suit these rows (check their units)")
+        else:
+            notes.append(text + "; the data do not pin it down")
+        return Estimate(value=None, lo=None, hi=None, status="unidentified", profile=profile)
     if at_upper_bound(name, value):
         notes.append(text + ": the rows show no measurable decay, so only a lower bound is known "
                             "(the interval's lower end)")
-        return Estimate(value=None, lo=lo, hi=None, status="unidentified")
+        return Estimate(value=None, lo=lo, hi=None, status="unidentified", profile=profile)
     notes.append(text + ": repeats are worth almost nothing in these rows, so only an upper "
                         "bound is known (the interval's upper end)")
-    return Estimate(value=None, lo=None, hi=hi, status="unidentified")
+    return Estimate(value=None, lo=None, hi=hi, status="unidentified", profile=profile)
+
+
+def _profile_notes(name: str, value: float, profile: Profile | None) -> list[str]:
+    if profile is None:
+        return []
+    notes = []
+    if profile.weak:
+        span = (f"from {'the end of its grid' if profile.lo is None else f'{profile.lo:.4g}'} "
+                f"to {'the end of its grid' if profile.hi is None else f'{profile.hi:.4g}'}")
+        notes.append(f"{SYMBOLS[name]} weakly identified: its profile likelihood stays within "
+                     f"the threshold (deviance {profile.threshold:.2f}) {span}, more than a "
+                     f"decade; the estimate {value:.4g} is one point of a flat valley")
+    if profile.lower_minimum is not None:
+        notes.append(f"{SYMBOLS[name]}: its profile reached a lower objective at "
+                     f"{profile.lower_minimum:.4g} than the fit's estimate {value:.4g}; the "
+                     "objective has more than one valley")
+    return notes
 
 
 def _predict(observations: Observations) -> bootstrap.Predict:
@@ -242,11 +284,22 @@ def fit_family(observations: Observations, n_trials: int, options: FitOptions,
                       + [step2.values[name] if name in plan.step2_free or name in fixed
                          else math.nan for name in STEP2_NAMES])
     at_bound = set(step1.at_bound + step2.at_bound)
+    profiles: dict[str, Profile] = {}
+    if options.profiles:
+        profiles.update(profile_step1(single_rows, plan, step1.values, step1.nuisance,
+                                      options.confidence))
+        profiles.update(profile_step2(observations, base, plan, step2.values, options.confidence))
+        if "alpha" in profiles and options.tie_exponents and "beta" not in profiles:
+            profiles["beta"] = profiles["alpha"]
 
     def refit(weights: np.ndarray) -> np.ndarray:
         return fit_two_step(observations, plan, weights, start=vector).vector
 
-    draws = bootstrap.bootstrap(refit, single.astype(int), options.resamples, seed,
+    def restarted(weights: np.ndarray) -> np.ndarray:
+        return fit_two_step(observations, plan, weights, start=vector,
+                            restarts=options.restarts).vector
+
+    draws = bootstrap.bootstrap(restarted, single.astype(int), options.resamples, seed,
                                 len(PARAMETER_NAMES))
     estimates = {}
     for i, name in enumerate(PARAMETER_NAMES):
@@ -260,9 +313,12 @@ def fit_family(observations: Observations, n_trials: int, options: FitOptions,
             lo = None if interval is None else interval.lo
             hi = None if interval is None else interval.hi
             if name in at_bound:
-                estimates[name] = _unidentified(name, float(vector[i]), lo, hi, notes)
+                estimates[name] = _unidentified(name, float(vector[i]), lo, hi, notes,
+                                                profiles.get(name))
             else:
-                estimates[name] = Estimate(value=float(vector[i]), lo=lo, hi=hi, status="fitted")
+                estimates[name] = Estimate(value=float(vector[i]), lo=lo, hi=hi, status="fitted",
+                                           profile=profiles.get(name))
+                notes += _profile_notes(name, float(vector[i]), profiles.get(name))
 
     # R² of the final law over the rows it claims to describe.
     rows = np.arange(len(observations))

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap, LogNorm  # noqa: E402
 
 from sweeper.fit import frontier, laws  # noqa: E402
-from sweeper.fit.analysis import Analysis, FamilyFit  # noqa: E402
+from sweeper.fit.analysis import SYMBOLS, Analysis, FamilyFit  # noqa: E402
 from sweeper.fit.laws import PARAMETER_NAMES  # noqa: E402
 from sweeper.fit.table import TrialCurve  # noqa: E402
 
@@ -318,12 +318,59 @@ def trial_curves(curves: Sequence[TrialCurve], path: Path) -> str | None:
             "(D = U × epochs). Early evaluations far above where the runs end are cut off.")
 
 
+def profiles(analysis: Analysis, path: Path) -> str | None:
+    """Each fitted parameter's profile deviance, one row per family: where the data pin it."""
+    rows = [(fit, [name for name in PARAMETER_NAMES if fit.estimates[name].profile is not None
+                   and not (name == "beta" and analysis.options.tie_exponents)])
+            for fit in _fitted(analysis)]
+    rows = [(fit, names) for fit, names in rows if names]
+    if not rows:
+        return None
+    columns = max(len(names) for _, names in rows)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(2.9 * columns, 2.6 * len(rows)),
+                                squeeze=False)
+    family_names = list(analysis.families)
+    for (fit, names), panel_row in zip(rows, axes, strict=True):
+        for ax in panel_row[len(names):]:
+            ax.set_visible(False)
+        for name, ax in zip(names, panel_row, strict=False):
+            profile = fit.estimates[name].profile
+            color = _color(fit.family, family_names)
+            shown = np.isfinite(profile.deviance)
+            ax.plot(profile.values[shown], profile.deviance[shown], "-o", ms=2.5, color=color)
+            ax.axhline(profile.threshold, color="black", ls="--", lw=0.9)
+            lo = profile.lo if profile.lo is not None else profile.values[0]
+            hi = profile.hi if profile.hi is not None else profile.values[-1]
+            ax.axvspan(lo, hi, color=color, alpha=0.15)
+            value = fit.estimates[name].value
+            if value is not None:
+                ax.axvline(value, color=color, ls=":", lw=1)
+            if name not in ("alpha", "beta"):
+                ax.set_xscale("log")
+            top = 4.0 * profile.threshold
+            ax.set_ylim(-0.05 * top, top)
+            label = SYMBOLS[name] + ("  (weak)" if profile.weak else "")
+            ax.set_title(f"{fit.family}: {label}", fontsize=9,
+                         color="tab:red" if profile.weak else "black")
+            ax.tick_params(labelsize=7)
+            ax.grid(True, which="major", alpha=0.3)
+        panel_row[0].set_ylabel("deviance 2n·log(H/H_min)", fontsize=8)
+    _save(figure, path)
+    level = f"{analysis.options.confidence:.0%}"
+    return (f"Profile likelihood of each fitted parameter: the deviance when it is held at each "
+            f"value and the others are refitted. The dashed line is the {level} threshold (χ²₁ "
+            f"quantile); the shaded span is the profile interval, the dotted line the estimate. "
+            f"A span wider than a decade (title in red, 'weak') means the data do not pin the "
+            f"parameter down: the estimate is one point of a flat valley.")
+
+
 FIGURES = (
     ("loss_vs_flops.png", loss_vs_flops),
     ("law_vs_observed.png", law_vs_observed),
     ("effective_data.png", effective_data),
     ("iso_loss.png", iso_loss),
     ("c_crit.png", c_crit),
+    ("profiles.png", profiles),
 )
 
 

@@ -68,6 +68,14 @@ STEP1_JOINT_NAMES = STEP1_NAMES + ("R_N_star",)
 _STEP1_R_N_STARTS = (1.0, 10.0, 100.0, 1e3, 1e4)
 _LBFGS_STARTS = 8  # the best grid points each get a full L-BFGS run
 _LBFGS_OPTIONS = {"maxiter": 3000, "ftol": 1e-13, "gtol": 1e-10}
+# Refits from a nearby start (bootstrap, cross-validation, profiles) stop sooner: their values
+# feed quantiles and deviances, which need far less than the point estimate's precision.
+_WARM_OPTIONS = {"maxiter": 200, "ftol": 1e-8, "gtol": 1e-6}
+
+
+def bounds_of(name: str) -> tuple[float, float]:
+    """The search range of a parameter, internal units."""
+    return _BOUNDS[name]
 
 
 def at_upper_bound(name: str, value: float) -> bool:
@@ -319,27 +327,28 @@ class StepFit:
 
 
 def _minimise(layout: _Layout, value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
-              starts: list[np.ndarray]) -> tuple[np.ndarray, float]:
+              starts: list[np.ndarray], warm: bool = False) -> tuple[np.ndarray, float]:
     best_x, best_f = starts[0], math.inf
     for start in starts:
         def objective(free: np.ndarray) -> tuple[float, np.ndarray]:
             value, grad = value_and_grad(layout.full(free))
             return value, grad @ layout.matrix
         result = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=layout.bounds,
-                          options=_LBFGS_OPTIONS)
+                          options=_WARM_OPTIONS if warm else _LBFGS_OPTIONS)
         if result.fun < best_f:
             best_x, best_f = result.x, float(result.fun)
     return best_x, best_f
 
 
 def _grid_starts(layout: _Layout, grid: list[tuple[float, ...]],
-                 value: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+                 value: Callable[[np.ndarray], np.ndarray],
+                 count: int = _LBFGS_STARTS) -> list[np.ndarray]:
     """The best few points of the grid (projected onto the free coordinates) by objective."""
     free_points = np.unique(layout.free_from_full(np.array(grid)), axis=0)
     free_points = np.clip(free_points, [lo for lo, _ in layout.bounds],
                           [hi for _, hi in layout.bounds])
     scores = value(layout.full(free_points))
-    order = np.argsort(scores)[:_LBFGS_STARTS]
+    order = np.argsort(scores)[:count]
     return [free_points[i] for i in order]
 
 
@@ -353,49 +362,64 @@ def _finish(layout: _Layout, free: np.ndarray, objective: float) -> StepFit:
 
 
 def fit_step1(observations: Observations, plan: FitPlan, weights: np.ndarray | None = None,
-              start: Mapping[str, float] | None = None) -> StepFit:
+              start: Mapping[str, float] | None = None, restarts: int = 0) -> StepFit:
     """Fit E, A, B, α, β on single-epoch rows.
 
     Where the plan says so (`step1_joint`), N' follows the law on these rows and R*_N is
     fitted alongside as a nuisance (step 2 refits it on all rows); a fixed R*_N is used in N'.
     `start` (natural values) replaces the start grid by one warm L-BFGS run, as the bootstrap
-    and the cross-validation do from the point estimate.
+    and the cross-validation do from the point estimate; `restarts` > 0 adds that many of the
+    best points of a coarse start grid (3 values per parameter). With nothing free it only
+    evaluates the objective.
     """
     values = {**(start or {}), **plan.fixed_values}
     w = np.ones(len(observations)) if weights is None else weights
-    if not plan.step1_free:
-        return StepFit(values={name: plan.fixed_values[name] for name in STEP1_NAMES},
-                       objective=math.nan, at_bound=())
     data = _step1_data(observations)
-    layout = _layout(STEP1_NAMES, plan.step1_free, values, plan.tie_exponents)
     uses_n_prime = plan.step1_joint or "R_N_star" in plan.fixed_values
-    warm_joint = start is not None and uses_n_prime and math.isfinite(start.get("R_N_star", math.inf))
+    if not plan.step1_free:
+        fixed = {name: plan.fixed_values[name] for name in STEP1_NAMES}
+        theta = np.array([to_internal(name, fixed[name]) for name in STEP1_NAMES]
+                         + [to_internal("R_N_star", values.get("R_N_star", math.exp(50.0)))])
+        objective = (_step1_joint_value_and_grad(theta, data, w)[0] if uses_n_prime
+                     else float(_step1_value(theta[:5], data, w)))
+        return StepFit(values=fixed, objective=objective, at_bound=())
+    layout = _layout(STEP1_NAMES, plan.step1_free, values, plan.tie_exponents)
+    warm_decay = None if start is None else start.get("R_N_star")
+    warm_joint = uses_n_prime and warm_decay is not None and math.isfinite(warm_decay)
     if start is not None:
         full = np.array([to_internal(name, start[name]) for name in STEP1_NAMES])
         starts = [layout.free_from_full(full)]
+        if restarts:
+            coarse = list(itertools.product(*(_STEP1_GRID[name][::2] for name in STEP1_NAMES)))
+            starts += _grid_starts(layout, coarse, lambda theta: _step1_value(theta, data, w),
+                                   restarts)
     else:
         grid = list(itertools.product(*(_STEP1_GRID[name] for name in STEP1_NAMES)))
         starts = _grid_starts(layout, grid, lambda theta: _step1_value(theta, data, w))
     with single_threaded_blas() if start is None else nullcontext():  # worth it for 8 runs
-        if not warm_joint:  # the Chinchilla fit (N' = N): the answer, or the joint fit's start
+        if not uses_n_prime:
             x, objective = _minimise(layout, lambda theta: _step1_value_and_grad(theta, data, w),
-                                     starts)
-            if not uses_n_prime:
-                return _finish(layout, x, objective)
-            values.update({name: to_natural(name, float(v))
-                           for name, v in zip(STEP1_NAMES, layout.full(x), strict=True)})
+                                     starts, warm=start is not None)
+            return _finish(layout, x, objective)
         joint_free = plan.step1_free + (("R_N_star",) if plan.step1_joint else ())
         joint = _layout(STEP1_JOINT_NAMES, joint_free, values, plan.tie_exponents)
-        full = np.array([to_internal(name, values[name]) for name in STEP1_NAMES])
-        base = list(layout.free_from_full(full))
         if not plan.step1_joint:
-            starts = [np.array(base)]
+            decays = [0.0]  # a placeholder: R*_N is fixed, and dropped from the starts below
         elif warm_joint:
-            starts = [np.array(base + [to_internal("R_N_star", values["R_N_star"])])]
+            decays = [math.log(warm_decay)]
         else:
-            starts = [np.array(base + [math.log(decay)]) for decay in _STEP1_R_N_STARTS]
+            decays = [math.log(decay) for decay in _STEP1_R_N_STARTS]
+        joint_starts = [np.r_[starts[0], decays[0]]] if warm_joint else []
+        if not warm_joint or restarts:
+            # The Chinchilla fit (N' = N) from the remaining starts, then the law's N' from there.
+            x, _ = _minimise(layout, lambda theta: _step1_value_and_grad(theta, data, w),
+                             starts[1:] if warm_joint else starts, warm=start is not None)
+            joint_starts += [np.r_[x, decay] for decay in decays]
+        if not plan.step1_joint:  # R*_N fixed: N' uses it, nothing more to start from
+            joint_starts = [point[:-1] for point in joint_starts]
         x, objective = _minimise(
-            joint, lambda theta: _step1_joint_value_and_grad(theta, data, w), starts)
+            joint, lambda theta: _step1_joint_value_and_grad(theta, data, w), joint_starts,
+            warm=warm_joint)
     fit = _finish(joint, x, objective)
     return StepFit(values={name: fit.values[name] for name in STEP1_NAMES}, objective=objective,
                    at_bound=tuple(name for name in fit.at_bound if name != "R_N_star"),
@@ -404,8 +428,12 @@ def fit_step1(observations: Observations, plan: FitPlan, weights: np.ndarray | N
 
 def fit_step2(observations: Observations, base: ChinchillaLaw, plan: FitPlan,
               weights: np.ndarray | None = None,
-              start: Mapping[str, float] | None = None) -> StepFit:
+              start: Mapping[str, float] | None = None, restarts: int = 0) -> StepFit:
     """Fit R*_D, R*_N on all rows with the step-1 law `base` frozen.
+
+    With `start`, L-BFGS runs from it and, if `restarts` > 0, also from that many of the best
+    start-grid points, so a second valley of the objective is found as well as the nearest one.
+    With nothing free it only evaluates the objective.
 
     A step-2 parameter neither fitted nor fixed has no effect on these rows (`analysis` checks
     that before leaving it out); it stays ∞, "counts in full".
@@ -416,15 +444,19 @@ def fit_step2(observations: Observations, base: ChinchillaLaw, plan: FitPlan,
     data = _step2_data(base, observations)
     w = np.ones(len(observations)) if weights is None else weights
     if not free:
-        return StepFit(values=values, objective=math.nan, at_bound=())
+        full = np.array([to_internal(name, values[name]) for name in STEP2_NAMES])
+        return StepFit(values=values, objective=float(_step2_value(full, data, w)), at_bound=())
+    grid = list(itertools.product(_STEP2_GRID, _STEP2_GRID))
     if start is not None:
         starts = [np.array([to_internal(name, start[name]) for name in free])]
+        if restarts:
+            starts += _grid_starts(layout, grid, lambda theta: _step2_value(theta, data, w),
+                                   restarts)
     else:
-        grid = list(itertools.product(_STEP2_GRID, _STEP2_GRID))
         starts = _grid_starts(layout, grid, lambda theta: _step2_value(theta, data, w))
     with single_threaded_blas() if start is None else nullcontext():
         x, objective = _minimise(layout, lambda theta: _step2_value_and_grad(theta, data, w),
-                                 starts)
+                                 starts, warm=start is not None)
     return _finish(layout, x, objective)
 
 
@@ -444,16 +476,19 @@ def law_from_vector(vector: np.ndarray) -> laws.DataConstrainedLaw:
 
 
 def fit_two_step(observations: Observations, plan: FitPlan, weights: np.ndarray | None = None,
-                 start: np.ndarray | None = None) -> TwoStepFit:
+                 start: np.ndarray | None = None, restarts: int = 0) -> TwoStepFit:
     """Step 1 on the single-epoch rows, then step 2 on all rows with step 1 frozen.
 
-    `start`, an earlier vector, replaces each step's start grid by one warm L-BFGS run.
+    `start`, an earlier vector, replaces each step's start grid by one warm L-BFGS run, plus, in
+    step 2 (where R*'s flat valleys lie), `restarts` runs from the best points of its start grid.
     """
     w = np.ones(len(observations)) if weights is None else weights
     single = observations.single_epoch
     warm = None if start is None else dict(zip(PARAMETER_NAMES, start.tolist(), strict=True))
+    # Step 1 restarts only warm: its grid restarts cost 4× a refit (measured on the quickstart),
+    # and the step-1 profiles show a second valley there instead.
     step1 = fit_step1(observations.select(single), plan, w[single], warm)
-    step2 = fit_step2(observations, ChinchillaLaw(**step1.values), plan, w, warm)
+    step2 = fit_step2(observations, ChinchillaLaw(**step1.values), plan, w, warm, restarts)
     vector = np.array([step1.values[name] for name in STEP1_NAMES]
                       + [step2.values[name] if name in plan.step2_free
                          or name in plan.fixed_values else math.nan for name in STEP2_NAMES])

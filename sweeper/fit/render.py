@@ -34,8 +34,19 @@ def _estimate_json(estimate: Estimate) -> dict[str, float | None]:
     return {"value": estimate.value, "lo": estimate.lo, "hi": estimate.hi}
 
 
+def _parameter_json(estimate: Estimate) -> dict[str, Any]:
+    """The estimate with its bootstrap interval, and its profile-likelihood interval (None at
+    the end of the grid) with the weak-identification flag."""
+    document: dict[str, Any] = _estimate_json(estimate)
+    profile = estimate.profile
+    document["profile"] = None if profile is None else {
+        "lo": profile.lo, "hi": profile.hi, "weak": profile.weak,
+        "deviance_threshold": profile.threshold}
+    return document
+
+
 def _family_json(fit: FamilyFit) -> dict[str, Any]:
-    document: dict[str, Any] = {name: _estimate_json(fit.estimates[name])
+    document: dict[str, Any] = {name: _parameter_json(fit.estimates[name])
                                 for name in PARAMETER_NAMES}
     document["r2"] = {"in_sample": fit.r2_in_sample, "cv": fit.r2_cv}
     document["n_trials"] = fit.n_trials
@@ -135,6 +146,17 @@ def step1_sentence(fit: FamilyFit) -> str:
             "fitted R*_N alongside; step 2 refitted it on all rows")
 
 
+def profile_interval(estimate: Estimate) -> str:
+    """The profile-likelihood interval; '…' where it runs to the end of the grid; 'weak' where
+    it spans more than a decade."""
+    profile = estimate.profile
+    if profile is None:
+        return "—"
+    text = f"[{'…' if profile.lo is None else number(profile.lo)}, " \
+           f"{'…' if profile.hi is None else number(profile.hi)}]"
+    return text + (" weak" if profile.weak else "")
+
+
 def cv_label(folds: int) -> str:
     return "leave-one-out" if folds == 0 else f"{folds}-fold"
 
@@ -150,19 +172,22 @@ def family_table(fit: FamilyFit, analysis: Analysis) -> Table:
     table.add_column("parameter")
     table.add_column("value", justify="right")
     table.add_column(f"{level} interval", justify="right")
+    table.add_column("profile interval", justify="right")
     table.add_column("meaning")
     for name in PARAMETER_NAMES:
         estimate = fit.estimates[name]
         shown = number(estimate.value) if estimate.status != "skipped" else "skipped"
         if estimate.status == "unidentified":
             shown = "unidentified"
-        table.add_row(SYMBOLS[name], shown, interval(estimate), MEANINGS[name])
-    table.add_row("R² in-sample", number(fit.r2_in_sample), "", "loss (nats) vs the fitted law")
-    table.add_row(f"R² {cv_label(analysis.options.cv_folds)}", number(fit.r2_cv), "",
+        table.add_row(SYMBOLS[name], shown, interval(estimate), profile_interval(estimate),
+                      MEANINGS[name])
+    table.add_row("R² in-sample", number(fit.r2_in_sample), "", "",
+                  "loss (nats) vs the fitted law")
+    table.add_row(f"R² {cv_label(analysis.options.cv_folds)}", number(fit.r2_cv), "", "",
                   "each configuration predicted by a fit without it")
     spread = fit.seed_spread()
     if spread is not None:
-        table.add_row("seed spread", number(spread[1]), "",
+        table.add_row("seed spread", number(spread[1]), "", "",
                       f"mean loss std over {spread[0]} configurations with several seeds")
     return table
 

@@ -66,8 +66,13 @@ def _family_blocks(analysis: Analysis) -> list[Block]:
         "law's N' where a run holds more parameters than are compute-optimal for its data); "
         "step 2 fits R*_D and R*_N on all runs with step 1 frozen. Huber loss (δ = 1e-3) on log loss, "
         f"L-BFGS from a grid of starts; intervals from {analysis.options.resamples} bootstrap "
-        f"resamples of configurations ({level}); R² on the loss, in-sample and "
-        f"{render.cv_label(analysis.options.cv_folds)}."))
+        f"resamples of configurations ({level}; each refit starts from the estimate and, in step "
+        f"2, from the start grid too) and from the profile likelihood: each parameter fixed on a "
+        f"grid, the others refitted, the interval where the deviance 2n·log(H/H_min) stays under "
+        f"the χ²₁ quantile at {level} (Wilks' theorem; Huber's loss with δ = 1e-3 is the "
+        f"absolute error, a Laplace likelihood, wherever residuals exceed δ). 'weak' marks a "
+        f"profile interval wider than a decade: the data do not pin that parameter down. R² on "
+        f"the loss, in-sample and {render.cv_label(analysis.options.cv_folds)}."))
     for fit in analysis.families.values():
         blocks.append(Heading(f"Family {fit.family}", level=3))
         blocks.append(Paragraph(
@@ -79,17 +84,18 @@ def _family_blocks(analysis: Analysis) -> list[Block]:
             estimate = fit.estimates[name]
             value = render.number(estimate.value) if estimate.status in ("fitted", "fixed") \
                 else estimate.status
-            rows.append((SYMBOLS[name], value, render.interval(estimate), render.MEANINGS[name]))
-        rows.append(("R² in-sample", render.number(fit.r2_in_sample), "",
+            rows.append((SYMBOLS[name], value, render.interval(estimate),
+                         render.profile_interval(estimate), render.MEANINGS[name]))
+        rows.append(("R² in-sample", render.number(fit.r2_in_sample), "", "",
                      "loss vs the fitted law"))
         rows.append((f"R² {render.cv_label(analysis.options.cv_folds)}",
-                     render.number(fit.r2_cv), "", "each configuration predicted without it"))
+                     render.number(fit.r2_cv), "", "", "each configuration predicted without it"))
         spread = fit.seed_spread()
         if spread is not None:
-            rows.append(("seed spread", render.number(spread[1]), "",
+            rows.append(("seed spread", render.number(spread[1]), "", "",
                          f"mean loss std over {spread[0]} configurations with several seeds"))
-        blocks.append(TableBlock(("parameter", "value", f"{level} interval", "meaning"),
-                                 tuple(rows)))
+        blocks.append(TableBlock(("parameter", "value", f"{level} bootstrap interval",
+                                  f"{level} profile interval", "meaning"), tuple(rows)))
     return blocks
 
 

@@ -59,8 +59,12 @@ def test_fit_json_has_the_documented_shape(two_families: Path,
     assert set(document["families"]) == {"ar", "mdm"}
     for family in document["families"].values():
         for name in PARAMETERS:
-            assert set(family[name]) == {"value", "lo", "hi"}
+            assert set(family[name]) == {"value", "lo", "hi", "profile"}
             assert family[name]["lo"] <= family[name]["value"] <= family[name]["hi"]
+            profile = family[name]["profile"]
+            assert set(profile) == {"lo", "hi", "weak", "deviance_threshold"}
+            assert profile["deviance_threshold"] == pytest.approx(2.7055, abs=1e-4)  # χ²₁, 90%
+            assert profile["lo"] <= family[name]["value"] <= profile["hi"]
         assert set(family["r2"]) == {"in_sample", "cv"}
         assert family["r2"]["cv"] > 0.9
         assert family["n_trials"] == 75
@@ -86,7 +90,7 @@ def test_fix_and_tie_reach_the_fit(two_families: Path, capsys: pytest.CaptureFix
                  "--fix", "R_N_star=5.31", *FAST]) == 0
     ar = json.loads(capsys.readouterr().out)["families"]["ar"]
     assert ar["alpha"]["value"] == ar["beta"]["value"]
-    assert ar["R_N_star"] == {"value": 5.31, "lo": 5.31, "hi": 5.31}
+    assert ar["R_N_star"] == {"value": 5.31, "lo": 5.31, "hi": 5.31, "profile": None}
 
 
 def test_one_family_without_a_family_column_exits_zero_and_says_what_was_skipped(
@@ -96,7 +100,8 @@ def test_one_family_without_a_family_column_exits_zero_and_says_what_was_skipped
     assert main(["fit", "--from-csv", str(path), "--format", "json", *FAST]) == 0
     document = json.loads(capsys.readouterr().out)
     assert set(document["families"]) == {"all"}
-    assert document["families"]["all"]["R_D_star"] == {"value": None, "lo": None, "hi": None}
+    assert document["families"]["all"]["R_D_star"] == {"value": None, "lo": None, "hi": None,
+                                                        "profile": None}
     assert document["c_crit"] is None
     assert any(note.startswith("all: R*_D not fitted") for note in document["notes"])
     assert any("C_crit not computed" in note for note in document["notes"])
