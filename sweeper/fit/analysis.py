@@ -125,9 +125,13 @@ class CritPoint:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CritLaw:
+    """C_crit = coefficient · U^exponent from log U regressed on log C (the paper's direction);
+    `c_on_u` is the same data regressed the other way, shown beside it."""
+
     coefficient: Estimate
     exponent: Estimate
     source: Literal["laws", "empirical"]
+    c_on_u: tuple[Estimate, Estimate] | None = None  # (coefficient, exponent)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -383,41 +387,53 @@ def _crit_points(ar: FamilyFit, mdm: FamilyFit, budgets: tuple[float, ...], use_
     return tuple(points), draws
 
 
+def _power_law(budgets: np.ndarray, values: np.ndarray, draws: np.ndarray,
+               options: FitOptions, regress: frontier.Regression) -> tuple[Estimate, Estimate]:
+    """A C_crit power law in one regression direction, with bootstrap intervals from `draws`
+    (rows of C_crit per U; rows with a missing U are left out)."""
+    line = frontier.fit_power_law(budgets, values, regress)
+    assert line is not None
+    used = np.isfinite(values)
+    complete = np.isfinite(draws[:, used]).all(axis=1) if draws.size else np.zeros(0, bool)
+    lines = [frontier.fit_power_law(budgets[used], row, regress)
+             for row in draws[complete][:, used]] if draws.size else []
+    coefficients = np.array([np.log(fit.coefficient) for fit in lines if fit is not None])
+    exponents = np.array([fit.exponent for fit in lines if fit is not None])
+    log_coefficient = bootstrap.percentile_interval(coefficients, options.confidence)
+    exponent = bootstrap.percentile_interval(exponents, options.confidence)
+    return (Estimate(value=line.coefficient,
+                     lo=None if log_coefficient is None else math.exp(log_coefficient.lo),
+                     hi=None if log_coefficient is None else math.exp(log_coefficient.hi),
+                     status="fitted"),
+            Estimate(value=line.exponent, lo=None if exponent is None else exponent.lo,
+                     hi=None if exponent is None else exponent.hi, status="fitted"))
+
+
 def _crit_law(points: tuple[CritPoint, ...], draws: np.ndarray, options: FitOptions,
               notes: list[str]) -> CritLaw | None:
-    """The log-log line C_crit = coefficient · U^exponent, with bootstrap intervals."""
+    """The log-log line C_crit = coefficient · U^exponent, with bootstrap intervals: log U on
+    log C as the paper regresses it, and log C on log U beside it."""
     budgets = np.array([p.unique_tokens for p in points])
     from_laws = np.array([np.nan if p.law.value is None else p.law.value for p in points])
     observed = np.array([np.nan if p.empirical is None else p.empirical for p in points])
-    line = frontier.fit_power_law(budgets, from_laws)
-    if line is not None:
+    if frontier.fit_power_law(budgets, from_laws) is not None:
         used = np.isfinite(from_laws)
         complete = np.isfinite(draws[:, used]).all(axis=1)
-        lines = [frontier.fit_power_law(budgets[used], row) for row in draws[complete][:, used]]
-        coefficients = np.array([np.log(fit.coefficient) for fit in lines if fit is not None])
-        exponents = np.array([fit.exponent for fit in lines if fit is not None])
         if len(draws) and complete.mean() < 0.9:
             notes.append(f"C_crit law intervals use the {int(complete.sum())} of {len(draws)} "
                          "resamples whose laws cross at every U")
-        log_coefficient = bootstrap.percentile_interval(coefficients, options.confidence)
-        exponent = bootstrap.percentile_interval(exponents, options.confidence)
-        scale = (None, None) if log_coefficient is None else (
-            math.exp(log_coefficient.lo), math.exp(log_coefficient.hi))
-        return CritLaw(
-            coefficient=Estimate(value=line.coefficient, lo=scale[0], hi=scale[1],
-                                 status="fitted"),
-            exponent=Estimate(value=line.exponent, lo=None if exponent is None else exponent.lo,
-                              hi=None if exponent is None else exponent.hi, status="fitted"),
-            source="laws")
-    line = frontier.fit_power_law(budgets, observed)
-    if line is None:
+        coefficient, exponent = _power_law(budgets, from_laws, draws, options, "u_on_c")
+        return CritLaw(coefficient=coefficient, exponent=exponent, source="laws",
+                       c_on_u=_power_law(budgets, from_laws, draws, options, "c_on_u"))
+    if frontier.fit_power_law(budgets, observed) is None:
         notes.append("no C_crit law: it needs a crossing at 2 or more unique-data budgets U")
         return None
     notes.append("C_crit law fitted to the observed frontiers (the fitted laws did not give "
                  "crossings at 2 or more U); no interval")
-    return CritLaw(coefficient=Estimate(value=line.coefficient, lo=None, hi=None, status="fitted"),
-                   exponent=Estimate(value=line.exponent, lo=None, hi=None, status="fitted"),
-                   source="empirical")
+    empty = np.empty((0, len(budgets)))
+    coefficient, exponent = _power_law(budgets, observed, empty, options, "u_on_c")
+    return CritLaw(coefficient=coefficient, exponent=exponent, source="empirical",
+                   c_on_u=_power_law(budgets, observed, empty, options, "c_on_u"))
 
 
 def analyse(observations: Observations, trials_per_family: dict[str, int],

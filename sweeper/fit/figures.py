@@ -237,7 +237,8 @@ def c_crit(analysis: Analysis, path: Path) -> str | None:
         high = np.array([p.law.hi if p.law.hi is not None else p.law.value for p in chosen])
         ax.errorbar([p.unique_tokens for p in chosen], values,
                     # a percentile interval need not contain the point estimate
-                    yerr=[np.maximum(values - low, 0.0), np.maximum(high - values, 0.0)], fmt="o", color="black",
+                    yerr=[np.maximum(values - low, 0.0), np.maximum(high - values, 0.0)],
+                    fmt="o", color="black",
                     markerfacecolor=marker_face, capsize=3,
                     label="from the fitted laws" + (" (extrapolated)" if extrapolated else ""))
     observed = [p for p in points if p.empirical is not None]
@@ -249,7 +250,12 @@ def c_crit(analysis: Analysis, path: Path) -> str | None:
         line = np.geomspace(u.min() / 1.5, u.max() * 1.5, 50)
         ax.plot(line, law.coefficient.value * line**law.exponent.value, color="tab:blue",
                 label=rf"$C_{{crit}} = {law.coefficient.value:.3g}\cdot "
-                      rf"U^{{{law.exponent.value:.3f}}}$")
+                      rf"U^{{{law.exponent.value:.3f}}}$ (log U on log C, the paper's)")
+        if law.c_on_u is not None:
+            coefficient, exponent = law.c_on_u
+            ax.plot(line, coefficient.value * line**exponent.value, color="tab:blue", ls="--",
+                    lw=1, label=rf"${coefficient.value:.3g}\cdot U^{{{exponent.value:.3f}}}$ "
+                                "(log C on log U)")
         draws = analysis.crit_draws
         complete = draws[np.isfinite(draws).all(axis=1)] if draws.size else draws
         if law.source == "laws" and len(complete) >= 10 and draws.shape[1] >= 2:

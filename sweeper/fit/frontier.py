@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import brentq
@@ -152,11 +153,27 @@ class PowerLaw:
     exponent: float
 
 
-def fit_power_law(unique_tokens: np.ndarray, flops: np.ndarray) -> PowerLaw | None:
-    """Least squares in log-log: log C = log coefficient + exponent · log U (PAPER.md)."""
+Regression = Literal["u_on_c", "c_on_u"]
+REGRESSIONS: dict[str, str] = {
+    "u_on_c": "log U on log C, the paper's direction",
+    "c_on_u": "log C on log U",
+}
+
+
+def fit_power_law(unique_tokens: np.ndarray, flops: np.ndarray,
+                  regress: Regression = "u_on_c") -> PowerLaw | None:
+    """Least squares in log-log, written as C = coefficient · U^exponent either way.
+
+    "u_on_c" is the paper's (Prabhudesai et al. 2025: log10 U = 0.460 log10 C − 1.050, so
+    C ∝ U^(1/0.460) = U^2.174): U's residuals are minimised. "c_on_u" minimises C's. Through
+    two points both are the same line; with scattered points the first has the larger exponent.
+    """
     keep = np.isfinite(flops) & (flops > 0)
     log_u, log_c = np.log(unique_tokens[keep]), np.log(flops[keep])
-    if len(np.unique(log_u)) < 2:
+    if len(np.unique(log_u)) < 2 or len(np.unique(log_c)) < 2:
         return None
-    exponent, intercept = np.polyfit(log_u, log_c, 1)
-    return PowerLaw(coefficient=math.exp(intercept), exponent=float(exponent))
+    if regress == "c_on_u":
+        exponent, intercept = np.polyfit(log_u, log_c, 1)
+        return PowerLaw(coefficient=math.exp(intercept), exponent=float(exponent))
+    slope, intercept = np.polyfit(log_c, log_u, 1)  # log U = intercept + slope · log C
+    return PowerLaw(coefficient=math.exp(-intercept / slope), exponent=float(1.0 / slope))

@@ -68,6 +68,11 @@ def to_json(analysis: Analysis, *, source: str, loss: Loss) -> dict[str, Any]:
             "exponent": None if analysis.c_crit is None
             else _estimate_json(analysis.c_crit.exponent),
             "u_unit": "tokens",
+            "regression": "log U on log C (the paper's direction)",
+            "c_on_u": None if analysis.c_crit is None or analysis.c_crit.c_on_u is None else {
+                "regression": "log C on log U",
+                "coefficient": _estimate_json(analysis.c_crit.c_on_u[0]),
+                "exponent": _estimate_json(analysis.c_crit.c_on_u[1])},
             "source": None if analysis.c_crit is None else analysis.c_crit.source,
             "points": [{"unique_tokens": point.unique_tokens, "flops": point.law.value,
                         "lo": point.law.lo, "hi": point.law.hi,
@@ -216,8 +221,15 @@ def c_crit_sentence(analysis: Analysis) -> str | None:
         return None
     level = f"{analysis.options.confidence:.0%}"
     text = (f"C_crit ≈ {number(law.coefficient.value)} · U^{law.exponent.value:.3f} FLOPs "
-            f"(U in tokens; from the {'fitted laws' if law.source == 'laws' else 'observed runs'})")
+            f"(U in tokens; from the {'fitted laws' if law.source == 'laws' else 'observed runs'}; "
+            f"log U regressed on log C, as the paper does)")
     if law.exponent.lo is not None:
         text += (f"; {level} intervals: coefficient {interval(law.coefficient)}, "
                  f"exponent {interval(law.exponent)}")
+    if law.c_on_u is not None:
+        coefficient, exponent = law.c_on_u
+        text += (f". Regressing log C on log U instead gives {number(coefficient.value)} · "
+                 f"U^{exponent.value:.3f}")
+        if exponent.lo is not None:
+            text += f" (exponent {interval(exponent)})"
     return text + ". The paper (Prabhudesai et al. 2025) reports ≈ 191.6 · U^2.174."

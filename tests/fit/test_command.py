@@ -72,6 +72,10 @@ def test_fit_json_has_the_documented_shape(two_families: Path,
     assert set(c_crit) >= {"coefficient", "exponent", "u_unit", "points"}
     assert c_crit["u_unit"] == "tokens"
     assert set(c_crit["exponent"]) == {"value", "lo", "hi"}
+    assert c_crit["regression"] == "log U on log C (the paper's direction)"
+    assert c_crit["c_on_u"]["regression"] == "log C on log U"
+    # through three noisy points the paper's direction has the larger exponent
+    assert c_crit["exponent"]["value"] >= c_crit["c_on_u"]["exponent"]["value"]
     assert [point["unique_tokens"] for point in c_crit["points"]] == [25e6, 50e6, 100e6]
     assert document["notes"] == []
 

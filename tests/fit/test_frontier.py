@@ -122,6 +122,28 @@ def test_power_law_of_exact_points_is_recovered() -> None:
     assert frontier.fit_power_law(budgets[:1], np.array([1e18])) is None
 
 
+def test_the_papers_regression_direction_is_primary() -> None:
+    """The paper regresses log10 U = 0.460 log10 C − 1.050, i.e. C ∝ U^(1/0.460) = U^2.174.
+
+    Exact points on that line give it back either way; scattered points differ, and the
+    primary (default) direction is the paper's: slope of log U on log C, inverted.
+    """
+    flops = np.array([2.3e18, 1.05e19, 4.7e19])
+    budgets = 10 ** (0.460 * np.log10(flops) - 1.050)
+    line = frontier.fit_power_law(budgets, flops)
+    assert line.exponent == pytest.approx(1 / 0.460, rel=1e-9)  # 2.174
+    assert line.coefficient == pytest.approx(10 ** (1.050 / 0.460), rel=1e-9)  # 191.7
+    scattered = flops * np.array([1.6, 0.6, 1.4])
+    u_on_c = frontier.fit_power_law(budgets, scattered)
+    c_on_u = frontier.fit_power_law(budgets, scattered, "c_on_u")
+    slope_u, _ = np.polyfit(np.log(scattered), np.log(budgets), 1)
+    slope_c, _ = np.polyfit(np.log(budgets), np.log(scattered), 1)
+    assert u_on_c.exponent == pytest.approx(1 / slope_u, rel=1e-12)
+    assert c_on_u.exponent == pytest.approx(slope_c, rel=1e-12)
+    assert u_on_c.exponent > c_on_u.exponent  # 1/r² times the other: they agree only if r² = 1
+    assert u_on_c.exponent * slope_u == pytest.approx(1.0)
+
+
 def test_frontier_fitted_from_noisy_runs_is_where_the_truth_put_it() -> None:
     rng = np.random.default_rng(11)
     data = join(draw("ar", AR_TRUTH, rng, single=60, repeated=80, noise=0.003),
