@@ -9,8 +9,6 @@ import json
 import sys
 from typing import Any
 
-from rich.table import Table
-
 from sweeper.commands.plan_state import StoreStates
 from sweeper.console import console
 from sweeper.plan import Plan, Trial
@@ -82,23 +80,23 @@ def plan_csv(plan: Plan, states: StoreStates | None = None) -> str:
 
 
 def print_table(spec: SweepSpec, plan: Plan, *, filtered: bool, total: int, states: StoreStates | None = None) -> None:
+    from sweeper.commands.tables import print_table as print_rows
+
     known = states is not None and states.states is not None
-    table = Table(title=f"{spec.name}: {len(plan.trials)} trials" + (f" of {total}" if filtered else ""),
-                  title_justify="left", header_style="bold")
-    for column, justify in (("id", "left"), ("family", "left"), ("model", "left"), ("N", "right"),
-                            ("U", "right"), ("epochs", "right"), ("D", "right"), ("steps", "right"),
-                            ("FLOPs", "right"), ("memory", "right"), ("micro×accum", "right"),
-                            ("resources", "left"), ("est. time", "right"), *((("state", "left"),) if known else ())):
-        table.add_column(column, justify=justify, no_wrap=True)
+    columns = [("id", "left"), ("family", "left"), ("model", "left"), ("N", "right"), ("U", "right"),
+               ("epochs", "right"), ("D", "right"), ("steps", "right"), ("FLOPs", "right"), ("memory", "right"),
+               ("micro×accum", "right"), ("resources", "left"), ("est. time", "right"),
+               *((("state", "left"),) if known else ())]
+    rows = []
     for t in plan.trials:
         resources = " ".join(f"{v:g} {k}" for k, v in t.sizing.resources.items())
         memory = fmt_bytes(t.sizing.memory.total) + ("" if t.sizing.fits else " ✗")
-        table.add_row(t.id, t.family, t.model.name, fmt_count(t.num_params), fmt_count(t.unique_tokens),
-                      fmt_epochs(t.epochs), fmt_count(t.tokens), f"{t.steps:,}", fmt_sci(t.flops), memory,
-                      f"{t.sizing.micro_batch}×{t.sizing.grad_accum}", resources, fmt_duration(t.wall_seconds),
-                      *((states.state(t.id) or "",) if known else ()),  # type: ignore[union-attr]
-                      style=None if t.sizing.fits else "red")
-    console.print(table)
+        rows.append([t.id, t.family, t.model.name, fmt_count(t.num_params), fmt_count(t.unique_tokens),
+                     fmt_epochs(t.epochs), fmt_count(t.tokens), f"{t.steps:,}", fmt_sci(t.flops), memory,
+                     f"{t.sizing.micro_batch}×{t.sizing.grad_accum}", resources, fmt_duration(t.wall_seconds),
+                     *((states.state(t.id) or "",) if known else ())])  # type: ignore[union-attr]
+    print_rows(f"{spec.name}: {len(plan.trials)} trials" + (f" of {total}" if filtered else ""), columns, rows,
+               [None if t.sizing.fits else "red" for t in plan.trials])
     print_summary(plan)
     if states is not None:
         console.print(states.summary([t.id for t in plan.trials]), markup=False, soft_wrap=True)

@@ -98,14 +98,13 @@ def _tracking(args: argparse.Namespace):  # -> tuple[SweepSpec, Plan, Tracking]
     spec, plan = load_plan(args)
     uri = tracking_uri(load_profile_for(args, args.spec))
     check_reachable(uri)
-    return spec, plan, Tracking(uri, spec.experiment)
+    return spec, plan, Tracking(uri, spec.experiment, create=False)
 
 
 def run_status(args: argparse.Namespace) -> int:
     import json
 
-    from rich.table import Table
-
+    from sweeper.commands.tables import print_table
     from sweeper.console import console
     from sweeper.units import fmt_count
 
@@ -120,14 +119,11 @@ def run_status(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"spec": spec.name, "experiment": spec.experiment, "trials": rows}, indent=2))
         return 0
-    table = Table(title=f"{spec.name} in {spec.experiment}", title_justify="left", header_style="bold")
-    for column in ("id", "trial", "status", "tokens", "val loss", "failure"):
-        table.add_column(column, no_wrap=column != "failure")
-    for row in rows:
-        loss = f"{row['val_loss']:.4f}" if row["val_loss"] is not None else ""
-        table.add_row(row["id"], row["name"], row["status"], f"{fmt_count(row['tokens_done'])}/{fmt_count(row['tokens'])}",
-                      loss, row["failure"] or "")
-    console.print(table)
+    print_table(f"{spec.name} in {spec.experiment}",
+                [(c, "left") for c in ("id", "trial", "status", "tokens", "val loss", "failure")],
+                [[row["id"], row["name"], row["status"], f"{fmt_count(row['tokens_done'])}/{fmt_count(row['tokens'])}",
+                  f"{row['val_loss']:.4f}" if row["val_loss"] is not None else "", row["failure"] or ""]
+                 for row in rows], wrap=("failure",))
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -200,9 +196,7 @@ def run_results(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from rich.table import Table
-
-    from sweeper.console import console
+    from sweeper.commands.tables import print_table
     from sweeper.units import fmt_count, fmt_epochs, fmt_sci
 
     spec, plan, tracking = _tracking(args)
@@ -215,15 +209,12 @@ def run_results(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"spec": spec.name, "experiment": spec.experiment, "results": rows}, indent=2))
         return 0
-    table = Table(title=f"{spec.name}: {len(rows)} finished of {len(plan.trials)}", title_justify="left",
-                  header_style="bold")
-    for column in ("family", "model", "N", "U", "epochs", "D", "FLOPs", "final loss", "best loss", "run"):
-        table.add_column(column, no_wrap=True)
-    for r in rows:
-        table.add_row(r["family"], r["model"], fmt_count(r["params"]), fmt_count(r["unique_tokens"]),
-                      fmt_epochs(r["epochs"]), fmt_count(r["tokens"]), fmt_sci(r["flops"]), f"{r['loss']:.4f}",
-                      f"{r['loss_best']:.4f}" if r["loss_best"] is not None else "", r["run_id"])
-    console.print(table)
+    print_table(f"{spec.name}: {len(rows)} finished of {len(plan.trials)}",
+                [(c, "left") for c in ("family", "model", "N", "U", "epochs", "D", "FLOPs", "final loss", "best loss",
+                                       "run")],
+                [[r["family"], r["model"], fmt_count(r["params"]), fmt_count(r["unique_tokens"]), fmt_epochs(r["epochs"]),
+                  fmt_count(r["tokens"]), fmt_sci(r["flops"]), f"{r['loss']:.4f}",
+                  f"{r['loss_best']:.4f}" if r["loss_best"] is not None else "", r["run_id"]] for r in rows])
     return 0
 
 
