@@ -57,3 +57,12 @@ def test_tracking_cost_quick_times_every_path_on_both_stores() -> None:
     assert all(len(v) == 3 for v in summary["open_trial_ms"].values())
     assert all(ms > 0 for ms in summary["step_ms"].values())
     assert "View run" not in out  # MLflow's per-run links stay off the table
+
+
+def test_scale_quick_times_every_bookkeeping_command(tmp_path: Path) -> None:
+    _, summary = run("scale.py", "--quick", "--store", str(tmp_path))
+    assert summary["trials"] == 50 and summary["curves_read"] == 50
+    assert summary["run_line"] == "50 trials: 50 finished, 0 to run"
+    assert summary["plan_line"].endswith("experiment 'bench': 50 done")
+    for key in ("plan_s", "run_dedupe_s", "status_s", "results_s", "fit_s", "report_s", "first_read_status_json_s"):
+        assert summary[key] > 0, key
