@@ -85,6 +85,24 @@ class Estimate:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Rollout:
+    """The largest-compute configurations predicted by a fit (from the start grid) without them."""
+
+    rows: np.ndarray  # indices into the family's observations
+    predicted: np.ndarray  # loss, nats per token
+    observed: np.ndarray
+    min_flops: float  # the held-out configurations use this much compute or more
+
+    @property
+    def mean_abs_error(self) -> float:
+        return float(np.mean(np.abs(self.predicted - self.observed)))
+
+    @property
+    def mean_abs_relative_error(self) -> float:
+        return float(np.mean(np.abs(self.predicted / self.observed - 1.0)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FamilyFit:
     family: str
     observations: Observations
@@ -97,6 +115,7 @@ class FamilyFit:
     notes: tuple[str, ...]
     # single-epoch rows with N > U_N, where step 1 used the law's N' and fitted R*_N alongside
     oversized_single: int = 0
+    rollout: Rollout | None = None
 
     @property
     def law(self) -> laws.DataConstrainedLaw | None:
@@ -337,12 +356,39 @@ def fit_family(observations: Observations, n_trials: int, options: FitOptions,
         predicted = bootstrap.cross_validated_predictions(refit, predict, len(observations),
                                                           options.cv_folds, seed)
         r2_cv = bootstrap.r_squared(observations.loss[rows], predicted[rows])
+    rollout = _rollout(observations, plan, step1_free, options, notes)
     if options.resamples == 0:
         notes.append("no bootstrap resamples requested, so no intervals")
     return FamilyFit(family=family, observations=observations, n_trials=n_trials,
                      estimates=estimates, vector=vector, draws=draws, r2_in_sample=r2_in,
                      r2_cv=r2_cv, notes=tuple(notes),
-                     oversized_single=oversized if plan.step1_joint else 0)
+                     oversized_single=oversized if plan.step1_joint else 0, rollout=rollout)
+
+
+def _rollout(observations: Observations, plan: FitPlan, step1_free: tuple[str, ...],
+             options: FitOptions, notes: list[str]) -> Rollout | None:
+    """Fit without the largest-compute configurations, from the start grid (a warm start from
+    the full fit would carry what it saw of them), and predict them."""
+    held = bootstrap.rollout_rows(observations.flops)
+    kept = np.ones(len(observations), bool)
+    kept[held] = False
+    remaining = observations.select(kept)
+    blockers = _step1_blockers(remaining.select(remaining.single_epoch), step1_free,
+                               options.tie_exponents)
+    if len(held) == len(observations) or blockers:
+        notes.append("no rollout error: without its largest-compute configurations the family "
+                     "cannot be fitted (" + (blockers[0] if blockers else "too few rows") + ")")
+        return None
+    if "R_D_star" in plan.step2_free and int((~remaining.single_epoch).sum()) < 2:
+        plan = replace(plan, step2_free=tuple(n for n in plan.step2_free if n != "R_D_star"))
+
+    def refit(weights: np.ndarray) -> np.ndarray:
+        return fit_two_step(observations, plan, weights).vector
+
+    predicted = bootstrap.rollout_predictions(refit, _predict(observations), held,
+                                              len(observations))
+    return Rollout(rows=held, predicted=predicted, observed=observations.loss[held],
+                   min_flops=float(observations.flops[held].min()))
 
 
 def _family_rows_at(fit: FamilyFit, unique_tokens: float) -> Observations:

@@ -84,3 +84,24 @@ def cross_validated_predictions(refit: Refit, predict: Predict, num_rows: int, f
         with np.errstate(all="ignore"):
             predicted[held_out] = predict(refit(weights), held_out)
     return predicted
+
+
+ROLLOUT_FRACTION = 0.2  # the largest-compute fifth of the configurations is held out
+
+
+def rollout_rows(flops: np.ndarray, fraction: float = ROLLOUT_FRACTION) -> np.ndarray:
+    """The largest-compute configurations: at least one, ties at the cut included."""
+    count = max(1, int(round(fraction * len(flops))))
+    cut = np.sort(flops)[-count]
+    return np.flatnonzero(flops >= cut)
+
+
+def rollout_predictions(refit: Refit, predict: Predict, held_out: np.ndarray,
+                        num_rows: int) -> np.ndarray:
+    """The held-out rows' loss predicted by a fit of the others: the extrapolation check of
+    scaling-ladder practice, which rewards a law that predicts larger runs rather than one that
+    memorises its points."""
+    weights = np.ones(num_rows)
+    weights[held_out] = 0.0
+    with np.errstate(all="ignore"):
+        return predict(refit(weights), held_out)

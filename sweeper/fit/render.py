@@ -50,6 +50,11 @@ def _family_json(fit: FamilyFit) -> dict[str, Any]:
                                 for name in PARAMETER_NAMES}
     document["r2"] = {"in_sample": fit.r2_in_sample, "cv": fit.r2_cv}
     document["n_trials"] = fit.n_trials
+    rollout = fit.rollout
+    document["rollout"] = None if rollout is None else {
+        "held_out": len(rollout.rows), "min_flops": rollout.min_flops,
+        "mean_abs_error": rollout.mean_abs_error,
+        "mean_abs_relative_error": rollout.mean_abs_relative_error}
     document["step1_oversized_rows"] = fit.oversized_single
     spread = fit.seed_spread()
     document["seed_spread"] = None if spread is None else {
@@ -116,6 +121,8 @@ def to_metrics(document: dict[str, Any]) -> dict[str, float]:
         put(f"fit.{family}.r2_in_sample", fit["r2"]["in_sample"])
         put(f"fit.{family}.r2_cv", fit["r2"]["cv"])
         put(f"fit.{family}.n_trials", fit["n_trials"])
+        if fit.get("rollout"):
+            put(f"fit.{family}.rollout_mae", fit["rollout"]["mean_abs_error"])
     if document["c_crit"] is not None:
         put_estimate("fit.c_crit.coefficient", document["c_crit"]["coefficient"])
         put_estimate("fit.c_crit.exponent", document["c_crit"]["exponent"])
@@ -162,6 +169,19 @@ def profile_interval(estimate: Estimate) -> str:
     return text + (" weak" if profile.weak else "")
 
 
+def rollout_value(fit: FamilyFit) -> str:
+    if fit.rollout is None:
+        return "—"
+    return f"{fit.rollout.mean_abs_error:.3g} ({fit.rollout.mean_abs_relative_error:.1%})"
+
+
+def rollout_meaning(fit: FamilyFit) -> str:
+    if fit.rollout is None:
+        return "not computed (see the notes)"
+    return (f"mean |error| (nats) on the {len(fit.rollout.rows)} largest-compute configurations "
+            f"(C ≥ {fit.rollout.min_flops:.3g}), predicted by a fit without them")
+
+
 def cv_label(folds: int) -> str:
     return "leave-one-out" if folds == 0 else f"{folds}-fold"
 
@@ -190,6 +210,7 @@ def family_table(fit: FamilyFit, analysis: Analysis) -> Table:
                   "loss (nats) vs the fitted law")
     table.add_row(f"R² {cv_label(analysis.options.cv_folds)}", number(fit.r2_cv), "", "",
                   "each configuration predicted by a fit without it")
+    table.add_row("rollout error", rollout_value(fit), "", "", rollout_meaning(fit))
     spread = fit.seed_spread()
     if spread is not None:
         table.add_row("seed spread", number(spread[1]), "", "",

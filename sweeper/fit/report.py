@@ -90,6 +90,8 @@ def _family_blocks(analysis: Analysis) -> list[Block]:
                      "loss vs the fitted law"))
         rows.append((f"R² {render.cv_label(analysis.options.cv_folds)}",
                      render.number(fit.r2_cv), "", "", "each configuration predicted without it"))
+        rows.append(("rollout error", render.rollout_value(fit), "", "",
+                     render.rollout_meaning(fit)))
         spread = fit.seed_spread()
         if spread is not None:
             rows.append(("seed spread", render.number(spread[1]), "", "",

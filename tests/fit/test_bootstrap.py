@@ -110,3 +110,33 @@ def test_ninety_percent_intervals_cover_the_truth_about_ninety_percent_of_the_ti
     report = dict(zip(PARAMETER_NAMES, coverage.round(2), strict=True))
     assert 0.84 <= coverage.mean() <= 0.97, report
     assert coverage.min() >= 0.76, report
+
+
+def test_rollout_holds_out_the_largest_compute_fifth() -> None:
+    flops = np.array([1.0, 5.0, 2.0, 9.0, 3.0, 9.0, 4.0, 7.0, 6.0, 8.0])
+    assert sorted(bootstrap.rollout_rows(flops).tolist()) == [3, 5]  # the two at 9
+    assert bootstrap.rollout_rows(np.array([1.0, 2.0])).tolist() == [1]
+
+    values = np.arange(10.0)
+
+    def refit(weights: np.ndarray) -> np.ndarray:
+        return np.array([weights @ values / weights.sum()])
+
+    def predict(vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return np.full(len(rows), vector[0])
+
+    held = bootstrap.rollout_rows(flops)
+    assert bootstrap.rollout_predictions(refit, predict, held, 10) == pytest.approx(
+        [np.delete(values, held).mean()] * 2)
+
+
+def test_a_law_fitted_on_smaller_runs_predicts_the_largest() -> None:
+    from sweeper.fit import analysis
+
+    data = draw("ar", AR_TRUTH, np.random.default_rng(3), single=40, repeated=60, noise=0.005)
+    fit = analysis.fit_family(data, len(data), analysis.FitOptions(resamples=0, cv_folds=4,
+                                                                   profiles=False), 0)
+    rollout = fit.rollout
+    assert len(rollout.rows) == 20
+    assert rollout.min_flops == np.sort(data.flops)[-20]
+    assert rollout.mean_abs_relative_error < 0.02  # 0.5% noise, extrapolated
