@@ -10,9 +10,10 @@ step-1 values frozen. Fitting in log R* keeps both positive and makes their wide
 The convention, against Muennighoff et al.'s code (huggingface/datablations: the README's
 `scaling_law` and utils/parametric_fit.ipynb). Their law, like `laws.data_constrained_loss`, sets
 U_N = min(N, N_opt(D_to_C(U))) on every row, single-epoch ones included, so a model larger than
-compute-optimal for its data has N' < N even at one epoch. Their step 1 is nevertheless a
-Chinchilla fit (N' = N) on the single-epoch runs, which biases E, A, B, α, β (and through them
-R*_N) whenever such rows exist: law-generated rows do not fit back. Here step 1 evaluates the
+compute-optimal for its data has N' < N even at one epoch. The two-step procedure as PAPER.md
+states it (and this fitter did before) fits step 1 as a Chinchilla law, N' = N, on the
+single-epoch runs, which biases E, A, B, α, β (and through them R*_N) whenever such rows exist:
+law-generated rows do not fit back. Here step 1 evaluates the
 same law: where single-epoch rows hold N > U_N (`FitPlan.step1_joint`, decided by `analysis`
 from a first N' = N fit), R*_N is fitted there alongside E, A, B, α, β, and step 2 then refits
 R*_D and R*_N on all rows with E, A, B, α, β frozen; a fixed R*_N enters N' as fixed. Where no
