@@ -226,7 +226,23 @@ def _preflight(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequenc
     estimate_s = _makespan(plan, selection.to_run, concurrent)
     console.print(f"estimated {fmt_duration(estimate_s)} on {profile.name} ({profile.hardware.name}, "
                   f"{concurrent} concurrent; {profile.hardware.assumption()})")
+    _bf16_hint(profile, selection.to_run)
     return tracking, selection, root, estimate_s
+
+
+def _bf16_hint(profile: Profile, to_run: Sequence[Trial]) -> None:
+    """One line when bf16 trials are about to train on this machine's CPU and a bf16 matmul is
+    slower than fp32 here (no bf16 instructions): the estimate above assumes the CPU's fp32 speed."""
+    bf16 = sum(1 for t in to_run if t.train.precision == "bf16")
+    if not bf16 or profile.hardware.accelerator != "cpu" or profile.ray.address != "embedded":
+        return
+    from sweeper.trainer.precision import bf16_matmul_speed_ratio
+
+    ratio = bf16_matmul_speed_ratio()
+    if ratio < 1.0:
+        console.print(f"note: a bf16 matmul runs at {ratio:.2f}x the speed of fp32 on this CPU, so the {bf16} "
+                      "bf16 trials will take longer than estimated; `precision: fp32` trains faster here "
+                      "(it is part of the trial ids)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
