@@ -1,8 +1,9 @@
 """The README's main job, once: the quickstart sweep end to end, then the fit and report (about ten
-minutes on two cores). Everything else trains the smoke spec."""
+minutes on two cores), and the finding it shows. Everything else trains the smoke spec."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -36,17 +37,26 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     result = sweeper("run", spec, "--backend", profile, timeout=1800)
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "30 trials: 0 finished, 30 to run" in result.stdout
+    assert "45 trials: 0 finished, 45 to run" in result.stdout
     children = [r for r in runs(tmp_path / "mlflow.db", "quickstart") if r.data.tags.get("sweeper.kind") == "trial"]
-    assert len(children) == 30 and {r.info.status for r in children} == {"FINISHED"}
-    assert len({r.data.tags["sweeper.trial_id"] for r in children}) == 30
+    assert len(children) == 45 and {r.info.status for r in children} == {"FINISHED"}
+    assert len({r.data.tags["sweeper.trial_id"] for r in children}) == 45
     print(f"quickstart trained in {elapsed:.0f} s")
 
-    # The AR model learns more than token frequencies: it ends below the cross-entropy that the
-    # pool's unigram distribution scores on the validation set.
+    # Both families learn more than token frequencies: each ends well below the cross-entropy that
+    # the pool's unigram distribution scores on the validation set.
     by_name = {r.info.run_name: r for r in children}
-    unigram = unigram_cross_entropy(profile, spec, 300_000)
-    assert by_name["ar-qs-1M-U300k-e1"].data.metrics["final/val_loss"] < unigram - 0.5
+    final = {name: run.data.metrics["final/val_loss"] for name, run in by_name.items()}
+    unigram = unigram_cross_entropy(profile, spec, 16_000)
+    assert final["ar-qs-m-U1M-e1"] < unigram - 2.0
+    assert final["mdm-qs-m-U16k-e128"] < unigram - 1.0
+
+    # The finding it is there to show: repeating 4k tokens, AR gets worse from 16 to 64 epochs
+    # while mdm keeps improving from 128 to 512; at 8k, mdm is still falling at 256 epochs.
+    assert final["ar-qs-m-U4k-e64"] > final["ar-qs-m-U4k-e16"] + 0.5
+    assert final["ar-qs-s-U8k-e64"] > final["ar-qs-s-U8k-e16"] + 0.5
+    assert final["mdm-qs-m-U4k-e512"] < final["mdm-qs-m-U4k-e128"]
+    assert final["mdm-qs-m-U8k-e256"] < final["mdm-qs-m-U8k-e64"] - 0.5
 
     out = tmp_path / "report"
     report = sweeper("report", spec, "--backend", profile, "--out", out, "--bootstrap", "200")
@@ -54,6 +64,9 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert len(list((out / "figures").glob("*.png"))) >= 4
     assert (out / "figures" / "curves.png").is_file()  # every trial's curve, read back from MLflow
+    fit = json.loads(sweeper("fit", spec, "--backend", profile, "--format", "json", "--bootstrap", "200").stdout)
+    half_life = {family: fit["families"][family]["R_D_star"] for family in ("ar", "mdm")}
+    assert half_life["mdm"]["value"] > 10 * half_life["ar"]["value"]
 
     # The fit and the report also sit on the sweep's parent run, for the UI.
     from mlflow.tracking import MlflowClient

@@ -77,9 +77,11 @@ def test_the_quickstart_prepares_offline(cli, write_spec, monkeypatch: pytest.Mo
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, out, err = cli("data", REPO / "sweeps" / "quickstart.yaml")
     assert (code, err) == (0, "")
-    assert "train_bpe: byte-level BPE learned from the first 2,000,000 bytes; 2,048 ids" in out
-    pools = [line.split()[:2] for line in out.splitlines()[5:9]]
-    assert pools == [["25k", "25,000"], ["50k", "50,000"], ["100k", "100,000"], ["300k", "300,000"]]
+    assert "  entropy     0.9742 nats/symbol (1.4054 bits): the irreducible loss per symbol under the `symbols` " \
+           "tokenizer" in out.splitlines()
+    pools = [line.split()[:2] for line in out.splitlines()[6:12]]
+    assert pools == [["4k", "4,000"], ["8k", "8,000"], ["16k", "16,000"], ["100k", "100,000"],
+                     ["300k", "300,000"], ["1M", "1,000,000"]]
     code, out, _ = cli("data", REPO / "sweeps" / "quickstart.yaml")
     assert code == 0 and "already prepared" in out.splitlines()[0]
 
