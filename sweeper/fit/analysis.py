@@ -8,7 +8,10 @@ reported as skipped or unidentified and a note says why, and everything else is 
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import multiprocessing
+import os
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -43,6 +46,7 @@ class FitOptions:
     cv_folds: int = 0  # 0: leave-one-out
     restarts: int = 1  # bootstrap refits also start from this many start-grid points per step
     profiles: bool = True  # profile likelihood of every fitted parameter
+    processes: int = 0  # families fitted in parallel processes; 0: one per core, up to one each
 
     def __post_init__(self) -> None:
         for name, value in self.fixed:
@@ -489,14 +493,33 @@ def analyse(observations: Observations, trials_per_family: dict[str, int],
         return _analyse(observations, trials_per_family, options)
 
 
+def _fit_one(job: tuple[Observations, int, FitOptions, int]) -> FamilyFit:
+    with single_threaded_blas():
+        return fit_family(*job)
+
+
+def _fit_families(jobs: list[tuple[Observations, int, FitOptions, int]],
+                  processes: int) -> list[FamilyFit]:
+    """Fit the families, in parallel processes where there are several and the cores to run
+    them: families are independent and each fit is single-threaded Python, so two families on
+    two cores take the time of one. Seeds are fixed per family, so the result is the same."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(len(jobs), processes or cores or 1)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [fit_family(*job) for job in jobs]
+    context = multiprocessing.get_context("fork")  # the children inherit the imported modules
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(_fit_one, jobs))
+
+
 def _analyse(observations: Observations, trials_per_family: dict[str, int],
              options: FitOptions) -> Analysis:
     notes: list[str] = []
     seeds = np.random.SeedSequence(options.seed).spawn(len(observations.families()))
-    families = {
-        name: fit_family(observations.of_family(name), trials_per_family[name], options,
-                         int(seed.generate_state(1)[0]))
-        for name, seed in zip(observations.families(), seeds, strict=True)}
+    jobs = [(observations.of_family(name), trials_per_family[name], options,
+             int(seed.generate_state(1)[0]))
+            for name, seed in zip(observations.families(), seeds, strict=True)]
+    families = {str(fit.family): fit for fit in _fit_families(jobs, options.processes)}
     if not {"ar", "mdm"} <= families.keys():
         notes.append("C_crit not computed: it compares families 'ar' and 'mdm'; found "
                      + ", ".join(f"'{name}'" for name in families))

@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # no display: figures go straight to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap, LogNorm  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from sweeper.fit import frontier, laws  # noqa: E402
 from sweeper.fit.analysis import SYMBOLS, Analysis, FamilyFit  # noqa: E402
@@ -351,8 +352,10 @@ def profiles(analysis: Analysis, path: Path) -> str | None:
             value = fit.estimates[name].value
             if value is not None:
                 ax.axvline(value, color=color, ls=":", lw=1)
-            if name not in ("alpha", "beta"):
+            positive = profile.values[profile.values > 0]
+            if name not in ("alpha", "beta") and positive.max() / positive.min() > 20:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide here
             top = 4.0 * profile.threshold
             ax.set_ylim(-0.05 * top, top)
             label = SYMBOLS[name] + ("  (weak)" if profile.weak else "")
