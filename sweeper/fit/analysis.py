@@ -165,6 +165,9 @@ class Analysis:
     crit_draws: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # (resamples, U)
     notes: tuple[str, ...] = field(default=())
     options: FitOptions = field(default_factory=FitOptions)
+    # The validation source's entropy rate per token where it is known exactly (a synthetic
+    # source under the `symbols` tokenizer): the floor under every loss, beside the fitted E.
+    entropy_rate: float | None = None
 
 
 def _step1_blockers(single: Observations, free: tuple[str, ...], tie: bool) -> list[str]:
@@ -301,7 +304,7 @@ def fit_family(observations: Observations, n_trials: int, options: FitOptions,
     _, excess = laws.excess_params_split(base, single_rows.num_params, single_rows.tokens,
                                          single_rows.unique_tokens)
     oversized = int((excess > 1e-6).sum())
-    if "R_N_star" in plan.step2_free and oversized:
+    if "R_N_star" in plan.step2_free and oversized and step1_free:
         # The law gives N' < N on these rows, so step 1 cannot assume N' = N there.
         plan = replace(plan, step1_joint=True)
         step1 = fit_step1(single_rows, plan, start=step1.values)

@@ -182,7 +182,31 @@ def _analyse(args: argparse.Namespace) -> tuple[Inputs, Analysis]:
         from_rows(inputs.rows, source=inputs.source, loss=args.loss)
     observations = average_seeds(trials)
     counts = {name: int((trials.family == name).sum()) for name in observations.families()}
-    return inputs, analyse(observations, counts, options)
+    analysis = analyse(observations, counts, options)
+    if args.specs:
+        from dataclasses import replace
+
+        from sweeper.spec import load_spec
+
+        analysis = replace(analysis, entropy_rate=entropy_floor([load_spec(p) for p in args.specs]))
+    return inputs, analysis
+
+
+def entropy_floor(specs: list[Any]) -> float | None:
+    """The entropy rate per token of the specs' validation source where it is known exactly: a
+    synthetic source read with its own `symbols` tokenizer (sweeper.data.synthetic). None for
+    any other source, or when the specs' sources differ."""
+    from sweeper.spec import SyntheticSource
+
+    rates = set()
+    for spec in specs:
+        source = spec.data.validation or spec.data.train
+        if not isinstance(source, SyntheticSource) or spec.data.tokenizer.kind != "symbols":
+            return None
+        from sweeper.data.synthetic import entropy_rate_nats  # numpy only
+
+        rates.add(entropy_rate_nats(source))
+    return rates.pop() if len(rates) == 1 else None
 
 
 def _spec_rows(args: argparse.Namespace) -> tuple[tuple[dict[str, Any], ...], tuple[Sweep, ...]]:

@@ -49,6 +49,13 @@ def _save(figure: plt.Figure, path: Path) -> None:
     plt.close(figure)
 
 
+def _floor(ax: plt.Axes, floor: float | None) -> None:
+    """The source's known entropy rate: no loss goes below it."""
+    if floor is not None:
+        ax.axhline(floor, color="dimgray", ls="-", lw=1.2,
+                   label=f"entropy rate H = {floor:.3f} (floor)")
+
+
 def _fitted(analysis: Analysis) -> list[FamilyFit]:
     return [fit for fit in analysis.families.values() if fit.vector is not None]
 
@@ -91,6 +98,7 @@ def loss_vs_flops(analysis: Analysis, path: Path) -> str | None:
         if point is not None and point.empirical is not None:
             ax.axvline(point.empirical, color="gray", ls="-.", lw=1.0,
                        label=f"C_crit, observed: {point.empirical:.2g}")
+        _floor(ax, analysis.entropy_rate)
         ax.set_xscale("log")
         ax.set_xlabel("training compute C = 6ND (FLOPs)")
         ax.set_title("single-epoch runs" if budget is None
@@ -101,7 +109,10 @@ def loss_vs_flops(analysis: Analysis, path: Path) -> str | None:
     axes[0][0].set_ylabel("validation loss (nats/token)")
     if observed.size:  # the runs set the scale; a poorly identified law may leave the frame
         span = max(float(observed.max() - observed.min()), 0.05)
-        axes[0][0].set_ylim(float(observed.min()) - 0.15 * span, float(observed.max()) + 0.15 * span)
+        low = float(observed.min()) - 0.15 * span
+        if analysis.entropy_rate is not None:
+            low = min(low, analysis.entropy_rate - 0.05 * span)
+        axes[0][0].set_ylim(low, float(observed.max()) + 0.15 * span)
     figure.legend(list(shared.values()), list(shared), loc="lower center",
                   ncol=min(4, len(shared)), fontsize=9, frameon=False)
     figure.tight_layout(rect=(0, 0.1 if len(shared) <= 4 else 0.16, 1, 1))
@@ -126,6 +137,9 @@ def law_vs_observed(analysis: Analysis, path: Path) -> str | None:
                           norm=LogNorm(vmin=1.0, vmax=max(2.0, float(rows.epochs.max()))))
         low, high = min(rows.loss.min(), predicted.min()), max(rows.loss.max(), predicted.max())
         ax.plot([low, high], [low, high], color="black", lw=1, ls="--", label="law = observed")
+        if analysis.entropy_rate is not None:
+            _floor(ax, analysis.entropy_rate)
+            ax.axvline(analysis.entropy_rate, color="dimgray", lw=1.2)
         r2 = "—" if fit.r2_in_sample is None else f"{fit.r2_in_sample:.3f}"
         cv = "—" if fit.r2_cv is None else f"{fit.r2_cv:.3f}"
         ax.set_title(f"{fit.family}: R² {r2} in-sample, {cv} cross-validated", fontsize=10)
@@ -279,7 +293,8 @@ def c_crit(analysis: Analysis, path: Path) -> str | None:
             "markers lie outside the compute the runs used.")
 
 
-def trial_curves(curves: Sequence[TrialCurve], path: Path) -> str | None:
+def trial_curves(curves: Sequence[TrialCurve], path: Path,
+                 floor: float | None = None) -> str | None:
     """Every trial's validation loss against tokens seen, one panel per family, coloured by model
     size: a model's runs share a colour and so read as one bundle, whatever their U and epochs."""
     curves = [curve for curve in curves if (curve.tokens_seen > 0).any()]
@@ -300,6 +315,9 @@ def trial_curves(curves: Sequence[TrialCurve], path: Path) -> str | None:
             color = colormap(norm(curve.num_params))
             ax.plot(curve.tokens_seen[seen], curve.loss[seen], color=color, lw=0.9, alpha=0.75)
             ax.plot(curve.tokens_seen[-1], curve.loss[-1], "o", color=color, ms=2.5)
+        _floor(ax, floor)
+        if floor is not None:
+            ax.legend(fontsize=7, loc="upper right")
         ax.set_xscale("log")
         ax.set_xlabel("tokens seen D")
         ax.set_title(f"{family}: {len(mine)} trials", fontsize=10)
@@ -311,6 +329,8 @@ def trial_curves(curves: Sequence[TrialCurve], path: Path) -> str | None:
     values = np.concatenate([curve.loss[curve.tokens_seen > 0] for curve in curves])
     span = max(float(ends.max() - ends.min()), 0.1)
     low = float(values.min()) - 0.08 * span
+    if floor is not None:
+        low = min(low, floor - 0.05 * span)
     axes[0][0].set_ylim(low, min(float(values.max()), float(ends.max()) + 1.5 * span) + 0.05 * span)
     bar = figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=colormap), ax=axes[0].tolist(),
                           label="parameters N", pad=0.02, fraction=0.04)

@@ -89,6 +89,7 @@ def to_json(analysis: Analysis, *, source: str, loss: Loss) -> dict[str, Any]:
         "loss": loss,
         "families": {name: _family_json(fit) for name, fit in analysis.families.items()},
         "c_crit": c_crit,
+        "entropy_rate": analysis.entropy_rate,
         "confidence": analysis.options.confidence,
         "notes": all_notes(analysis),
     }
@@ -150,6 +151,17 @@ def interval(estimate: Estimate) -> str:
     if estimate.lo is None:
         return f"≤ {number(estimate.hi)}"
     return f"[{number(estimate.lo)}, {number(estimate.hi)}]"
+
+
+def floor_sentence(analysis: Analysis) -> str | None:
+    """The known entropy rate set beside each family's fitted E."""
+    if analysis.entropy_rate is None:
+        return None
+    fitted = [f"{name} {number(fit.estimates['E'].value)} {interval(fit.estimates['E'])}"
+              for name, fit in analysis.families.items() if fit.estimates["E"].value is not None]
+    return (f"The validation source's entropy rate H = {analysis.entropy_rate:.4f} nats per token "
+            "(exact for this synthetic source under its own symbols) is the floor no model goes "
+            "below; fitted E: " + ("; ".join(fitted) if fitted else "none") + ".")
 
 
 def step1_sentence(fit: FamilyFit) -> str:

@@ -73,6 +73,9 @@ def _family_blocks(analysis: Analysis) -> list[Block]:
         f"absolute error, a Laplace likelihood, wherever residuals exceed δ). 'weak' marks a "
         f"profile interval wider than a decade: the data do not pin that parameter down. R² on "
         f"the loss, in-sample and {render.cv_label(analysis.options.cv_folds)}."))
+    floor = render.floor_sentence(analysis)
+    if floor:
+        blocks.append(Paragraph(floor))
     for fit in analysis.families.values():
         blocks.append(Heading(f"Family {fit.family}", level=3))
         blocks.append(Paragraph(
@@ -217,7 +220,8 @@ def write_report(analysis: Analysis, out: Path, *, source: str, loss: render.Los
     """
     (out / "figures").mkdir(parents=True, exist_ok=True)
     drawn = [] if curves is None else [
-        (CURVES_FIGURE, figures.trial_curves(curves, out / "figures" / CURVES_FIGURE))]
+        (CURVES_FIGURE, figures.trial_curves(curves, out / "figures" / CURVES_FIGURE,
+                                             floor=analysis.entropy_rate))]
     drawn += figures.draw_all(analysis, out / "figures")
     blocks = build(analysis, source, loss, drawn, has_curves=curves is not None)
     markdown, page = out / "report.md", out / "report.html"
