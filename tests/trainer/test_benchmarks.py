@@ -42,3 +42,18 @@ def test_throughput_benchmark_pairs_trainer_and_reference_windows() -> None:
     assert row["tokens_per_s"] > 0 and row["reference_tokens_per_s"] > 0
     low, high = row["vs_reference_range"]
     assert 0 < low <= row["vs_reference"] <= high
+
+
+def test_quickstart_costs_pair_masked_and_full_head_windows() -> None:
+    rows = run("quickstart_costs.py", "--shapes", "quickstart", "--windows", "2",
+               "--window-steps", "3")
+    assert [r["measure"] for r in rows] == ["masked_head", "evaluation", "evaluation",
+                                            "precision", "precision"]
+    head = rows[0]
+    assert head["masked_tokens_per_s"] > 0 and head["full_tokens_per_s"] > 0
+    low, high = head["speedup_range"]
+    assert 0 < low <= head["speedup"] <= high
+    ar_eval, mdm_eval = rows[1], rows[2]
+    assert (ar_eval["draws_of_t"], mdm_eval["draws_of_t"]) == (1, 4)
+    assert ar_eval["train_token_equivalents"] > 0 and mdm_eval["train_token_equivalents"] > 0
+    assert all(r["bf16_over_fp32"] > 0 for r in rows[3:])
