@@ -214,7 +214,7 @@ def _spec_rows(args: argparse.Namespace) -> tuple[tuple[dict[str, Any], ...], tu
     from sweeper.commands.run_commands import finished_rows
     from sweeper.commands.spec_commands import load_profile_for
     from sweeper.plan import plan_sweep
-    from sweeper.run import tracking_uri
+    from sweeper.profile import resolve_env
     from sweeper.spec import load_spec
     from sweeper.tracking import Tracking, check_reachable
 
@@ -224,7 +224,8 @@ def _spec_rows(args: argparse.Namespace) -> tuple[tuple[dict[str, Any], ...], tu
     for path in args.specs:
         spec = load_spec(path)
         profile = load_profile_for(args, path)
-        uri = tracking_uri(profile)
+        # resolved here as the driver does, without importing the driver (sweeper.run)
+        uri = resolve_env(profile.mlflow.tracking_uri, f"{profile.file} mlflow.tracking_uri")
         check_reachable(uri)
         tracking = stores.get((uri, spec.experiment))
         if tracking is None:

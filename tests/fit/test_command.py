@@ -207,3 +207,19 @@ def test_the_sweeper_command_registers_fit_and_report() -> None:
     assert parser.parse_args(["fit", "--from-csv", "x.csv"]).handler is command.run_fit
     assert parser.parse_args(["report", "--from-csv", "x.csv", "--out", "r"]).handler \
         is command.run_report
+
+
+def test_the_fit_package_imports_neither_the_driver_nor_torch_nor_ray() -> None:
+    """DESIGN.md's layers: fit sits below the driver (sweeper.run) and never needs torch or ray."""
+    code = ("import sys, pathlib, importlib\n"
+            "for path in sorted(pathlib.Path('sweeper/fit').glob('*.py')):\n"
+            "    importlib.import_module('sweeper.fit.' + path.stem if path.stem != '__init__' "
+            "else 'sweeper.fit')\n"
+            "print(sorted(m for m in ('sweeper.run', 'torch', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "[]"
+    # the command handlers import lazily: no source line may reach for the driver either
+    for path in (Path(__file__).resolve().parents[2] / "sweeper" / "fit").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "from sweeper.run import" not in text and "import sweeper.run" not in text, path
