@@ -223,3 +223,17 @@ def test_the_fit_package_imports_neither_the_driver_nor_torch_nor_ray() -> None:
     for path in (Path(__file__).resolve().parents[2] / "sweeper" / "fit").glob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "from sweeper.run import" not in text and "import sweeper.run" not in text, path
+
+
+def test_column_options_end_in_one_sentence_and_exit_two(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "runs.csv"
+    path.write_text("size,seen,nats\n1e8,2e9,3.5\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--from-csv", str(path), "--columns", "size=params"])
+    assert stop.value.code == 2
+    assert "unknown key 'size'" in capsys.readouterr().err
+    assert main(["fit", "--from-csv", str(path), "--columns", "params=size,tokens=seen"]) == 2
+    err = capsys.readouterr().err
+    assert "missing required column(s) loss (found: 'size', 'seen', 'nats')" in err
+    assert "Traceback" not in err
