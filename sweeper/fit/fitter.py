@@ -379,6 +379,8 @@ def fit_step1(observations: Observations, plan: FitPlan, weights: np.ndarray | N
     uses_n_prime = plan.step1_joint or "R_N_star" in plan.fixed_values
     if not plan.step1_free:
         fixed = {name: plan.fixed_values[name] for name in STEP1_NAMES}
+        if not w.sum():  # no single-epoch rows: nothing to evaluate
+            return StepFit(values=fixed, objective=math.nan, at_bound=())
         theta = np.array([to_internal(name, fixed[name]) for name in STEP1_NAMES]
                          + [to_internal("R_N_star", values.get("R_N_star", math.exp(50.0)))])
         objective = (_step1_joint_value_and_grad(theta, data, w)[0] if uses_n_prime
