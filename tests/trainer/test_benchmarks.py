@@ -1,5 +1,5 @@
-"""The benchmark scripts keep running: the GPU MFU script in its CPU mode (what CI runs), and the
-throughput benchmark on a tiny shape."""
+"""The benchmark scripts keep running: the device check (gpu_mfu.py) in its tiny CPU mode, and the
+throughput benchmarks on tiny shapes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sweeper.presets import PAPER_VOCAB_SIZE, PRESETS, num_params_actual
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,12 +25,56 @@ def run(script: str, *args: str) -> list[dict]:
     return rows
 
 
-def test_gpu_mfu_script_runs_on_the_cpu() -> None:
-    rows = run("gpu_mfu.py", "--device", "cpu", "--steps", "2")
-    assert [(r["preset"], r["family"]) for r in rows] == [("14M", "ar"), ("14M", "mdm")]
-    for row in rows:
+def test_device_check_runs_tiny_on_the_cpu() -> None:
+    """gpu_mfu.py --tiny: every part of the device check on CPU-sized shapes, one JSON report."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_mfu.py"), "--tiny"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["mode"] == "tiny" and report["skipped"] == [] and report["imports_ray_or_mlflow"] == []
+    assert [(r["preset"], r["family"]) for r in report["mfu"]] == [("tiny", "ar"), ("tiny", "mdm")]
+    for row in report["mfu"]:
         assert row["tokens_per_s"] > 0 and row["mfu"] is None  # no peak is known for a CPU
-        assert row["num_params_actual"] == num_params_actual(PRESETS["14M"], PAPER_VOCAB_SIZE)
+        assert row["micro_batch"] == row["plan_micro_batch"] and row["out_of_memory_at"] == []
+        assert row["plan_memory_gib"] > 0 and row["plan_fits"]
+    ar, mdm = report["mfu"]
+    assert ar["model_flops_per_token"] == mdm["model_flops_per_token"]
+    assert ar["hardware_flops_per_token"] < ar["model_flops_per_token"]  # causal attention skips half
+    assert mdm["hardware_flops_per_token"] < ar["hardware_flops_per_token"]  # the head scores masked positions
+    (packed,) = report["packing"]
+    assert packed["alone"]["processes"] == 1 and packed["shared"]["processes"] == 2
+    assert len(packed["shared"]["per_process_tokens_per_s"]) == 2 and packed["ratio"] > 0
+    run = report["training_run"]
+    assert run["blocked_imports"][:2] == ["ray", "mlflow"]
+    assert [t["family"] for t in run["trials"]] == ["ar", "mdm"]
+    for trial in run["trials"]:
+        # killed by a real SIGKILL mid-run, resumed from a checkpoint before the end, and the
+        # joined curve is the uninterrupted one, point for point
+        assert trial["exit_code_killed"] == -9
+        assert 0 < trial["resumed_from_step"] < trial["steps"]
+        assert trial["resume_exact"] and trial["max_abs_diff"] == 0.0
+        assert trial["points_joined"] == trial["points_uninterrupted"]
+        assert trial["redone_points"]["max_abs_diff"] == 0.0
+        assert trial["sample_exit_code"] == 0 and len(trial["samples"]) == 2
+    assert run["all_exact"] and run["all_sampled"]
+
+
+def test_device_run_spec_checkpoints_several_times_under_the_check_profile(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from device_train_check import write_profile
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from sweeper.plan import plan_sweep
+    from sweeper.profile import load_profile
+    from sweeper.spec import load_spec
+
+    spec = REPO / "tests" / "specs" / "device_run.yaml"
+    plan = plan_sweep(load_spec(str(spec)), load_profile(write_profile(spec, tmp_path, 6)))
+    assert sorted(t.family for t in plan.trials) == ["ar", "mdm"]
+    for trial in plan.trials:
+        assert trial.steps == 125 and 3 <= trial.steps // trial.checkpoint_every_steps <= 12
 
 
 def test_throughput_benchmark_pairs_trainer_and_reference_windows() -> None:
