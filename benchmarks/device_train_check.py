@@ -83,12 +83,17 @@ class Runner:
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1"}
         if threads:
             self.env["OMP_NUM_THREADS"] = str(threads)
+        self.started = 0
 
     def train(self, trial: str, checkpoints: str, *extra: str) -> subprocess.Popen[str]:
         command = sweeper_command("train", str(self.spec), "--backend", str(self.profile), "--trial", trial,
                                   "--device", self.device, "--checkpoint-dir", checkpoints, *extra)
-        return subprocess.Popen(command, cwd=self.scratch, env=self.env, text=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        self.started += 1  # stderr into a file: a full pipe nobody reads would stall the run
+        log_file = self.scratch / f"train-{self.started}.log"
+        process = subprocess.Popen(command, cwd=self.scratch, env=self.env, text=True, stdout=subprocess.PIPE,
+                                   stderr=open(log_file, "w"))
+        process.log_file = log_file  # type: ignore[attr-defined]
+        return process
 
     def sample(self, checkpoint: str) -> subprocess.Popen[str]:
         command = sweeper_command("sample", checkpoint, "--spec", str(self.spec), "--backend", str(self.profile),
@@ -151,7 +156,7 @@ class Drained:
         self.process.wait(timeout=timeout)
         self.thread.join()
         if self.process.returncode != 0:
-            err = self.process.stderr.read() if self.process.stderr else ""
+            err = self.process.log_file.read_text()  # type: ignore[attr-defined]
             raise RuntimeError(f"{self.what} exited {self.process.returncode}: {err.strip()[-2000:]}")
         return [json.loads(line) for line in self.lines if line.startswith("{")]
 
@@ -179,14 +184,18 @@ def check_trials(runner: Runner, trials: list[Any]) -> list[dict[str, Any]]:
     resumed_from = {t.id: latest_checkpoint(folders[t.id] / "cut") for t in trials}
     for t in trials:
         if resumed_from[t.id] is None:
-            raise RuntimeError(f"the killed {t.family} run left no checkpoint")
+            log_tail = cut[t.id].log_file.read_text().strip()[-2000:]  # type: ignore[attr-defined]
+            raise RuntimeError(f"the {t.family} run to be killed exited {cut[t.id].returncode} and left no "
+                               f"checkpoint: {log_tail}")
     resumes = {t.id: Drained(runner.train(t.id, str(folders[t.id] / "cut"), "--resume", "latest"),
                              f"the resumed {t.family} run") for t in trials}
     after = {t.id: resumes[t.id].points() for t in trials}
     finals = {t.id: after[t.id][-1].get("checkpoint") if after[t.id] else None for t in trials}
     started = {t.id: runner.sample(finals[t.id]) for t in trials if finals[t.id]}
-    samplers = {key: subprocess.CompletedProcess(process.args, process.wait(timeout=300), *process.communicate())
+    samplers = {key: subprocess.CompletedProcess(process.args, 0, *process.communicate(timeout=300))
                 for key, process in started.items()}
+    for key, process in started.items():
+        samplers[key].returncode = process.returncode
     rows = []
     for t in trials:
         before, code = killed[t.id], cut[t.id].returncode

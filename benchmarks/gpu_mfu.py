@@ -149,10 +149,12 @@ def mfu_row(name: str, family: str, args: argparse.Namespace) -> dict[str, Any]:
             break
         except TrialOutOfMemory:
             out_of_memory.append(micro)
-            release_device_memory(args.device)
-            if micro == 1:
-                return {"preset": name, "family": family, "error": "out of memory at micro-batch 1"}
-            micro //= 2
+        # outside the except clause: its traceback holds the failed run's tensors
+        release_device_memory(args.device)
+        if micro == 1:
+            return {"preset": name, "family": family, "error": "out of memory at micro-batch 1",
+                    "out_of_memory_at": out_of_memory}
+        micro //= 2
     model_flops = palm_flops_per_token(row["num_params_actual"], model.layers, model.heads,
                                        model.head_dim, args.seq_len)  # type: ignore[arg-type]
     hardware_flops = hardware_flops_per_token(model, args.vocab_size, args.seq_len, family)
@@ -204,9 +206,10 @@ def pack_worker(payload: dict[str, Any]) -> None:
 def run_packed(name: str, processes: int, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     """`processes` workers side by side, released together; aggregate tokens/s over the union of
     their measured windows (the first start to the last end)."""
-    model = model_of(name)
-    micro = size_trial(model, vocab_size=args.vocab_size, seq_len=args.seq_len, batch_sequences=args.max_micro_batch,
-                       precision=args.precision, hardware=device_hardware(args, share=processes)).micro_batch
+    # the micro-batch of a trial planned to share the device, alone or not, so only sharing differs
+    micro = size_trial(model_of(name), vocab_size=args.vocab_size, seq_len=args.seq_len,
+                       batch_sequences=args.max_micro_batch, precision=args.precision,
+                       hardware=device_hardware(args, share=args.pack_processes)).micro_batch
     go = scratch / f"go-{name}-{processes}"
     worker_args = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}
     payload = json.dumps({"args": worker_args, "preset": name, "micro": micro, "go_file": str(go),
@@ -214,19 +217,21 @@ def run_packed(name: str, processes: int, args: argparse.Namespace, scratch: Pat
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     if not args.device.startswith("cuda"):
         env["OMP_NUM_THREADS"] = "1"
+    logs = [scratch / f"pack-{name}-{processes}-{i}.log" for i in range(processes)]  # files: no pipe fills up
     workers = [subprocess.Popen([sys.executable, __file__, "--pack-worker", payload], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(processes)]
-    for worker in workers:
+                                stdout=subprocess.PIPE, stderr=open(log_file, "w")) for log_file in logs]
+    for worker, log_file in zip(workers, logs):
         assert worker.stdout is not None
         if '"ready"' not in worker.stdout.readline():
-            _, err = worker.communicate()
-            raise RuntimeError(f"a packing worker of {name} failed: {err.strip()[-2000:]}")
+            worker.wait()
+            raise RuntimeError(f"a packing worker of {name} failed: {log_file.read_text().strip()[-2000:]}")
     go.touch()
     results = []
-    for worker in workers:
-        out, err = worker.communicate(timeout=600)
+    for worker, log_file in zip(workers, logs):
+        out, _ = worker.communicate(timeout=600)
         if worker.returncode != 0:
-            raise RuntimeError(f"a packing worker of {name} exited {worker.returncode}: {err.strip()[-2000:]}")
+            raise RuntimeError(f"a packing worker of {name} exited {worker.returncode}: "
+                               f"{log_file.read_text().strip()[-2000:]}")
         results.append(json.loads(out.strip().splitlines()[-1]))
     span = max(r["t1"] for r in results) - min(r["t0"] for r in results)
     return {"processes": processes, "micro_batch": micro, "tokens_per_s": round(sum(r["tokens"] for r in results) / span, 1),

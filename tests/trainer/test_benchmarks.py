@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,6 +47,7 @@ def test_device_check_runs_tiny_on_the_cpu() -> None:
     assert packed["alone"]["processes"] == 1 and packed["shared"]["processes"] == 2
     assert len(packed["shared"]["per_process_tokens_per_s"]) == 2 and packed["ratio"] > 0
     run = report["training_run"]
+    assert "error" not in run, run.get("error")
     assert run["blocked_imports"][:2] == ["ray", "mlflow"]
     assert [t["family"] for t in run["trials"]] == ["ar", "mdm"]
     for trial in run["trials"]:
@@ -75,6 +77,30 @@ def test_device_run_spec_checkpoints_several_times_under_the_check_profile(tmp_p
     assert sorted(t.family for t in plan.trials) == ["ar", "mdm"]
     for trial in plan.trials:
         assert trial.steps == 125 and 3 <= trial.steps // trial.checkpoint_every_steps <= 12
+
+
+def test_device_check_halves_the_micro_batch_on_out_of_memory(monkeypatch: Any) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_mfu
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from sweeper.trainer import TrialOutOfMemory
+
+    tried: list[int] = []
+
+    def measure(model: Any, family: str, micro: int, args: Any) -> dict[str, Any]:
+        tried.append(micro)
+        if micro > 2:
+            raise TrialOutOfMemory(micro, "cpu", "out of memory")
+        return {"micro_batch": micro, "num_params_actual": 1000, "tokens_per_s": 10.0}
+
+    monkeypatch.setattr(gpu_mfu, "measure", measure)
+    args = gpu_mfu.parse_args(["--tiny", "--micro-batch", "8"])
+    args.peak = 1e12
+    row = gpu_mfu.mfu_row("tiny", "ar", args)
+    assert tried == [8, 4, 2] and row["out_of_memory_at"] == [8, 4] and row["micro_batch"] == 2
+    assert row["mfu"] == round(row["model_flops_per_token"] * 10.0 / 1e12, 4)
 
 
 def test_throughput_benchmark_pairs_trainer_and_reference_windows() -> None:
