@@ -185,8 +185,8 @@ class TrainSpec:
     optimizer: Literal["adamw"] = "adamw"
     betas: tuple[float, float] = spec_field((0.9, 0.95), min=0, below=1)
     eps: float = spec_field(1e-8, positive=True, max=1)
-    lr_peak: float = spec_field(2e-4, positive=True, max=10)
-    lr_min: float = spec_field(2e-5, min=0, max=10)
+    lr_peak: float = spec_field(2e-4, positive=True, max=1e4)
+    lr_min: float = spec_field(2e-5, min=0, max=1e4)
     warmup_fraction: float = spec_field(0.01, min=0, below=1)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     weight_decay: float = spec_field(0.1, min=0, max=100)
