@@ -103,17 +103,20 @@ class Runner:
 
 
 def train_until_killed(process: subprocess.Popen[str], kill_at_step: int, tokens_per_step: int) -> list[dict]:
-    """Reads the curve of a running `sweeper train` and SIGKILLs it right after the first checkpoint
-    at or past `kill_at_step`: the signal lands while it trains on, as a preemption would."""
+    """Reads the curve of a running `sweeper train` and SIGKILLs it at the first point after its
+    first checkpoint at or past `kill_at_step`: the signal lands between checkpoints while it trains
+    on, as a preemption would, so the steps since that checkpoint are lost and done again."""
     assert process.stdout is not None
     points: list[dict[str, Any]] = []
+    checkpointed = False
     for line in process.stdout:
         if not line.startswith("{"):
             continue
         points.append(json.loads(line))
-        if points[-1].get("checkpoint") and points[-1]["tokens"] >= kill_at_step * tokens_per_step:
+        if checkpointed and not points[-1].get("final/val_loss"):
             os.kill(process.pid, signal.SIGKILL)
             break
+        checkpointed = bool(points[-1].get("checkpoint")) and points[-1]["tokens"] >= kill_at_step * tokens_per_step
     rest, _ = process.communicate(timeout=60)  # what it wrote before the signal landed
     return points + [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
 

@@ -270,6 +270,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-spec", default=None,
                         help="default tests/specs/device_run.yaml (--tiny: tests/specs/smoke.yaml)")
     parser.add_argument("--budget-s", type=float, default=270.0, help="start nothing new after this many seconds")
+    parser.add_argument("--report-file", default=None, help="also write the report here, updated after every result")
     parser.add_argument("--pack-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     tiny = args.tiny
@@ -296,7 +297,16 @@ def main() -> None:
         return
     args.peak = args.peak_flops or detect_peak(args.device)
     started = time.perf_counter()
-    report: dict[str, Any] = {"mode": "tiny" if args.tiny else "device", "skipped": []}
+    report: dict[str, Any] = {
+        "mode": "tiny" if args.tiny else "device",
+        "machine": {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else
+                    (platform.processor() or platform.machine()), "peak_flops": args.peak,
+                    "torch": torch.__version__, "python": platform.python_version(),
+                    "threads": torch.get_num_threads()},
+        "settings": {k: getattr(args, k) for k in (
+            "device", "seq_len", "vocab_size", "precision", "compile", "warmup", "steps", "max_micro_batch",
+            "pack_processes", "pack_seconds", "train_spec", "budget_s")},
+        "skipped": []}
 
     def in_budget(what: str) -> bool:
         if time.perf_counter() - started <= args.budget_s:
@@ -305,6 +315,23 @@ def main() -> None:
         report["skipped"].append({"what": what, "reason": f"--budget-s {args.budget_s:g} reached"})
         return False
 
+    def add(part: str, row: dict[str, Any], one: bool = False) -> None:
+        """Each result as soon as it is known: a line on stderr, and the report file so far, so a
+        run stopped by a timeout still leaves what it measured."""
+        if one:
+            report[part] = row
+        else:
+            report.setdefault(part, []).append(row)
+        log(json.dumps(row))
+        if args.report_file:
+            Path(args.report_file).write_text(json.dumps(report, indent=1))
+
+    def guarded(what: dict[str, Any], measure_row: Any) -> dict[str, Any]:
+        try:
+            return measure_row()
+        except Exception as error:  # the report says what broke; the other rows still run
+            return {**what, "error": f"{type(error).__name__}: {str(error)[-2000:]}"}
+
     with tempfile.TemporaryDirectory(prefix="sweeper-gpu-check-") as scratch:
         for part in args.parts.split(","):
             if part == "train" and in_budget("training run"):
@@ -312,25 +339,20 @@ def main() -> None:
                 from device_train_check import run_check
 
                 spec = (REPO / args.train_spec).resolve()
-                try:
-                    report["training_run"] = run_check(spec, args.device, threads=1 if args.tiny else None)
-                except Exception as error:  # the report says what broke; the other parts still run
-                    report["training_run"] = {"error": f"{type(error).__name__}: {error}"}
-            elif part == "mfu":
-                report["mfu"] = [mfu_row(name, family, args) for name in args.presets.split(",")
-                                 for family in args.families.split(",") if in_budget(f"mfu {name} {family}")]
-            elif part == "pack":
-                report["packing"] = [packing_row(name, args, Path(scratch)) for name in args.pack_presets.split(",")
-                                     if in_budget(f"packing {name}")]
-    report["machine"] = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else
-                         (platform.processor() or platform.machine()), "peak_flops": args.peak,
-                         "torch": torch.__version__, "python": platform.python_version(),
-                         "threads": torch.get_num_threads()}
-    report["settings"] = {k: getattr(args, k) for k in (
-        "device", "seq_len", "vocab_size", "precision", "compile", "warmup", "steps", "max_micro_batch",
-        "pack_processes", "pack_seconds", "train_spec", "budget_s")}
+                row = guarded({}, lambda: run_check(spec, args.device, threads=1 if args.tiny else None))
+                add("training_run", row, one=True)
+            for name in args.presets.split(",") if part == "mfu" else []:
+                for family in args.families.split(","):
+                    if in_budget(f"mfu {name} {family}"):
+                        add("mfu", guarded({"preset": name, "family": family},
+                                           lambda: mfu_row(name, family, args)))
+            for name in args.pack_presets.split(",") if part == "pack" else []:
+                if in_budget(f"packing {name}"):
+                    add("packing", guarded({"preset": name}, lambda: packing_row(name, args, Path(scratch))))
     report["imports_ray_or_mlflow"] = sorted(m for m in ("ray", "mlflow") if m in sys.modules)
     report["wall_s"] = round(time.perf_counter() - started, 1)
+    if args.report_file:
+        Path(args.report_file).write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
 

@@ -57,7 +57,9 @@ def test_device_check_runs_tiny_on_the_cpu() -> None:
         assert 0 < trial["resumed_from_step"] < trial["steps"]
         assert trial["resume_exact"] and trial["max_abs_diff"] == 0.0
         assert trial["points_joined"] == trial["points_uninterrupted"]
-        assert trial["redone_points"]["max_abs_diff"] == 0.0
+        # killed between checkpoints: the steps since the last one were lost and done again, the same
+        assert trial["killed_after_step"] > trial["resumed_from_step"]
+        assert trial["redone_points"]["points"] >= 1 and trial["redone_points"]["max_abs_diff"] == 0.0
         assert trial["sample_exit_code"] == 0 and len(trial["samples"]) == 2
     assert run["all_exact"] and run["all_sampled"]
 
