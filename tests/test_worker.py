@@ -37,3 +37,18 @@ def test_a_trial_resumed_at_its_last_step_reports_its_final_point_without_a_new_
     restored.mkdir()
     reporter_after_first_point(str(restored), sent)({"tokens": 8064.0, "final/val_loss": 2.6}, str(restored))
     assert sent == [({"tokens": 8064.0, "final/val_loss": 2.6}, None)]
+
+
+def test_a_finished_trial_returns_cached_cuda_memory(monkeypatch) -> None:
+    import torch
+
+    from sweeper.worker import release_device_memory
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    release_device_memory()
+    assert calls == ["empty_cache"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    release_device_memory()
+    assert calls == ["empty_cache"]  # nothing to release without CUDA
