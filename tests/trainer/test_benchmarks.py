@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,6 +27,7 @@ def run(script: str, *args: str) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow  # ten `sweeper` processes, 1-3 minutes on two cores
 def test_device_check_runs_tiny_on_the_cpu() -> None:
     """gpu_mfu.py --tiny: every part of the device check on CPU-sized shapes, one JSON report."""
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_mfu.py"), "--tiny"], cwd=REPO,
