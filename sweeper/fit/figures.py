@@ -274,7 +274,8 @@ def c_crit(analysis: Analysis, path: Path) -> str | None:
         draws = analysis.crit_draws
         complete = draws[np.isfinite(draws).all(axis=1)] if draws.size else draws
         if law.source == "laws" and len(complete) >= 10 and draws.shape[1] >= 2:
-            fits = [frontier.fit_power_law(u, row) for row in complete]
+            budgets = np.array([p.unique_tokens for p in analysis.points])  # the draws' columns
+            fits = [frontier.fit_power_law(budgets, row) for row in complete]
             curves = np.array([f.coefficient * line**f.exponent for f in fits if f is not None])
             level = analysis.options.confidence
             low, high = np.quantile(curves, [(1 - level) / 2, (1 + level) / 2], axis=0)

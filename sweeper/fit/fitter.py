@@ -71,7 +71,7 @@ _LBFGS_STARTS = 8  # the best grid points each get a full L-BFGS run
 _LBFGS_OPTIONS = {"maxiter": 3000, "ftol": 1e-13, "gtol": 1e-10}
 # Refits from a nearby start (bootstrap, cross-validation, profiles) stop sooner: their values
 # feed quantiles and deviances, which need far less than the point estimate's precision.
-_WARM_OPTIONS = {"maxiter": 200, "ftol": 1e-8, "gtol": 1e-6}
+_WARM_OPTIONS = {"maxiter": 3000, "ftol": 1e-12, "gtol": 1e-9}
 
 
 def bounds_of(name: str) -> tuple[float, float]:
