@@ -25,7 +25,9 @@ def run(script: str, *args: str) -> tuple[str, dict[str, Any]]:
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout, json.loads(done.stdout[done.stdout.index("\n{\n") + 1:])
+    out = done.stdout
+    start = 0 if out.startswith("{\n") else out.index("\n{\n") + 1  # the summary may be all it prints
+    return out, json.loads(out[start:])
 
 
 def test_ray_overhead_quick_runs_both_paths_and_reads_the_driver_timestamps() -> None:
