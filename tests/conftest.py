@@ -86,5 +86,5 @@ def cli(capsys: pytest.CaptureFixture[str]):
 
 @pytest.fixture(autouse=True)
 def _run_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """sweeper's local cache of ended MLflow runs goes to this session's temporary folder, not ~/.cache."""
+    """sweeper's local cache of ended MLflow runs goes to the test run's temporary folder, not ~/.cache."""
     monkeypatch.setenv("SWEEPER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "sweeper-run-cache"))
