@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sweeper.console import UserError, fail
-from sweeper.fit import command, fitter, laws, profile
+from fit.test_command import main
+from sweeper.fit import fitter, laws, profile
 from sweeper.fit.fitter import FitPlan
 from sweeper.fit.table import average_seeds, read_csv
 
@@ -69,16 +68,6 @@ def test_a_restart_from_the_grid_leaves_a_wrong_valley(runs) -> None:
     restarted = fitter.fit_step2(runs, PUBLISHED, plan, start=far, restarts=1)
     assert restarted.objective <= warm.objective
     assert restarted.values["R_D_star"] == pytest.approx(95.4, rel=0.02)
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sweeper")
-    command.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except UserError as error:
-        return fail(error)
 
 
 def test_the_report_on_the_published_file_draws_and_flags_the_profile(
