@@ -123,7 +123,7 @@ def test_a_gpu_trial_over_several_devices_gives_each_worker_one_gpu() -> None:
     from sweeper.sizing import size_trial
 
     cluster = load_profile(REPO / "backends" / "cluster.yaml")
-    small_gpus = dataclasses.replace(cluster.hardware, memory_per_device=24_000_000_000)
+    small_gpus = dataclasses.replace(cluster.hardware, memory_per_device=24_000_000_000, max_trials_per_device=4)
     profile = dataclasses.replace(cluster, hardware=small_gpus)
     trials = plan_sweep(load_spec(REPO / "sweeps" / "grid.yaml"), profile).trials
     large = size_trial(PRESETS["2639M"], vocab_size=50257, seq_len=2048, batch_sequences=256, precision="bf16",

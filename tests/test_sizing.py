@@ -38,9 +38,15 @@ def test_larger_models_get_smaller_micro_batches() -> None:
 
 
 def test_small_trials_share_a_gpu_large_ones_do_not() -> None:
-    small, large = sized("7M", CLUSTER), sized("425M", CLUSTER)
+    sharing = dataclasses.replace(CLUSTER, max_trials_per_device=4)
+    small, large = sized("7M", sharing), sized("425M", sharing)
     assert small.device_share == 0.25 and small.resources["GPU"] == 0.25
     assert large.device_share == 1.0 and large.resources["GPU"] == 1
+
+
+def test_the_shipped_cluster_profile_gives_each_trial_a_whole_gpu() -> None:
+    # sharing measured 0.91x of one trial's tokens/s on an H200 (benchmarks/README.md)
+    assert sized("7M", CLUSTER).resources["GPU"] == 1
 
 
 def test_a_model_too_big_for_one_device_spans_several() -> None:
