@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from sweeper.fit import analysis, bootstrap, frontier, laws
+from sweeper.fit.results import FitOptions
 from sweeper.fit.table import Observations
 
 TRUTHS = {
@@ -90,13 +91,13 @@ def main() -> None:
     counts = {name: per_family for name in TRUTHS}
     # Serial, so the stopwatch (in this process) sees every stage; then as `sweeper fit` runs it,
     # one process per family.
-    options = analysis.FitOptions(resamples=args.resamples, seed=0, processes=1)
+    options = FitOptions(resamples=args.resamples, seed=0, processes=1)
     start = time.perf_counter()
     result = analysis.analyse(data, counts, options)
     total = time.perf_counter() - start
     stages = dict(watch.seconds)  # the parallel run below would add its C_crit time again
     start = time.perf_counter()
-    analysis.analyse(data, counts, analysis.FitOptions(resamples=args.resamples, seed=0))
+    analysis.analyse(data, counts, FitOptions(resamples=args.resamples, seed=0))
     parallel = time.perf_counter() - start
 
     print(f"{args.trials} trials ({per_family} per family), {args.resamples} bootstrap resamples "

@@ -4,8 +4,8 @@ JSON report on stdout (progress on stderr).
 (a) mfu: the 140M and 425M presets, ar and mdm, seq 2048, bf16, compiled, trained through
     `sweeper.trainer.train` for `--warmup` steps (compilation, allocator warmup) and then `--steps`
     measured ones, at the largest micro-batch that fits: the plan's micro-batch for this device
-    (sweeper.sizing) first, halved on every out-of-memory. Model FLOPs follow PaLM appendix B
-    (sweeper.trainer.flops); hardware FLOPs count what the kernels do: causal attention skips half
+    (sweeper.plan.sizing) first, halved on every out-of-memory. Model FLOPs follow PaLM appendix B
+    (sweeper.trial); hardware FLOPs count what the kernels do: causal attention skips half
     of the score and value matmuls (ar), and mdm scores only its masked positions (half on average).
 (b) packing: the 7M and 14M presets (ar), `--pack-processes` trainer processes sharing the device
     against one alone, each measured over the same `--pack-seconds` of wall time after warm-up.
@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from sweeper.presets import PAPER_VOCAB_SIZE, PRESETS, ModelSpec, num_params, num_params_actual, padded_vocab
+from sweeper.spec.presets import PAPER_VOCAB_SIZE, PRESETS, ModelSpec, num_params, num_params_actual
 from sweeper.profile import Hardware
-from sweeper.sizing import size_trial
+from sweeper.plan.sizing import size_trial
 from sweeper.trainer import TrialConfig, TrialOutOfMemory, train
-from sweeper.trainer.flops import palm_flops_per_token
+from sweeper.trial import padded_vocab_size, palm_flops_per_token
 from sweeper.trainer.objectives import MIN_MASK_RATE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def hardware_flops_per_token(model: ModelSpec, vocab_size: int, seq_len: int, fa
     """What the kernels execute per trained token: 6·(N - head) + 6·head·f + c·12·l·a·T, with f the
     fraction of positions the output head scores (1 for ar, E[p] for mdm) and c = 1/2 for causal
     attention (flash kernels skip the masked half), 1 for mdm's bidirectional attention."""
-    head = padded_vocab(vocab_size) * model.d_model
+    head = padded_vocab_size(vocab_size) * model.d_model
     body = num_params_actual(model, vocab_size) - head
     f, c = (1.0, 0.5) if family == "ar" else (MDM_MASKED_FRACTION, 1.0)
     return 6.0 * body + 6.0 * head * f + c * 12.0 * model.layers * model.attention_width * seq_len

@@ -4,7 +4,7 @@ The same planned trials (one spec, synthetic data, one CPU thread per trial) are
 in one run of this script, in this order:
 
   serial      back to back in this process, calling `sweeper.trainer.train` with each trial's
-              TrialConfig as the worker builds it (data opened the same way, checkpoints written
+              planned TrialConfig as the worker gets it (data opened the same way, checkpoints written
               to a scratch folder as the worker does), no Ray, no MLflow;
   two procs   two plain Python processes started together, each training half the trials back to
               back the same way: the fair reference for two concurrent trials;
@@ -96,30 +96,28 @@ def write_inputs(folder: Path, shape: Shape, trials: int, tokens_per_trial: int)
     return spec, profile
 
 
-def planned_configs(spec_path: Path, profile_path: Path) -> tuple[Any, Any, list[dict[str, Any]]]:
-    """(spec, profile, the trainer config of every planned trial exactly as `sweeper run` sends it)."""
+def planned_configs(spec_path: Path, profile_path: Path) -> tuple[Any, Any, list[Any]]:
+    """(spec, profile, the TrialConfig of every planned trial, on the CPU, as `sweeper run` sends it)."""
     from sweeper.plan import plan_sweep
     from sweeper.profile import load_profile
     from sweeper.spec import load_spec
-    from sweeper.worker import build_trial_config
 
     spec, profile = load_spec(spec_path), load_profile(profile_path)
     plan = plan_sweep(spec, profile)
-    return spec, profile, [build_trial_config(t, vocab_size=spec.vocab_size, device="cpu", peak_flops=None)
-                           for t in plan.trials]
+    return spec, profile, [t.on_device("cpu", None) for t in plan.trials]
 
 
 def calibrate(folder: Path, shape: Shape, steps: int) -> float:
     """Training tokens/s of the shape on one thread, on random tokens (evaluation excluded)."""
     import numpy as np
 
-    from sweeper.trainer import TrialConfig, train
+    from sweeper.trainer import train
 
     probe = folder / "probe"
     probe.mkdir()
     tokens = steps * shape.batch_sequences * shape.seq_len * EPOCHS
     spec, _, configs = planned_configs(*write_inputs(probe, shape, 1, tokens))
-    config = TrialConfig.from_dict(configs[0])
+    config = configs[0]
     rng = np.random.default_rng(0)
     pool = rng.integers(0, spec.vocab_size - 1, config.unique_tokens).astype(np.uint16)
     val = rng.integers(0, spec.vocab_size - 1, shape.validation_tokens).astype(np.uint16)
@@ -127,16 +125,15 @@ def calibrate(folder: Path, shape: Shape, steps: int) -> float:
 
 
 # ---- the direct path: the trainer called as the worker calls it, without Ray or MLflow ----------
-def run_direct(configs: list[dict[str, Any]], manifest: Any, scratch: Path) -> list[dict[str, float]]:
+def run_direct(configs: list[Any], manifest: Any, scratch: Path) -> list[dict[str, float]]:
     """Train each config back to back. Per trial: start, first and last report, end (epoch seconds),
     train() wall, its time in training steps, results reported."""
     from sweeper.data import open_pool, open_validation
-    from sweeper.trainer import TrialConfig, train
+    from sweeper.trainer import train
 
     rows = []
-    for values in configs:
+    for config in configs:
         started = time.time()
-        config = TrialConfig.from_dict(values)
         pool, val = open_pool(manifest, config.unique_tokens), open_validation(manifest)
         received: list[float] = []
 
@@ -373,20 +370,20 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, shape: Shape, folder: Path) -> None:
-    from sweeper.data import StorageLocation, prepare
+    from sweeper.data import prepare
 
     rate = calibrate(folder, shape, steps=20 if args.quick else 12)
     spec_path, profile_path = write_inputs(folder, shape, args.trials, round(rate * args.trial_seconds))
     spec, profile, configs = planned_configs(spec_path, profile_path)
     started = time.perf_counter()
-    manifest = prepare(spec.data, [configs[0]["unique_tokens"]], StorageLocation.from_profile(profile)).manifest
+    manifest = prepare(spec.data, [configs[0].unique_tokens], profile.storage_location()).manifest
     data_s = time.perf_counter() - started
     scratch = folder / "scratch"
     payload = folder / "payload.pkl"
     payload.write_bytes(pickle.dumps({"configs": configs, "manifest": manifest, "scratch": str(scratch)}))
     c = configs[0]
-    print(f"{args.trials} trials: {c['tokens']:,} tokens each ({c['steps']} steps of "
-          f"{c['batch_sequences']} x {c['seq_len']}), calibrated at {rate:,.0f} tokens/s on one thread; "
+    print(f"{args.trials} trials: {c.tokens:,} tokens each ({c.steps} steps of "
+          f"{c.batch_sequences} x {c.seq_len}), calibrated at {rate:,.0f} tokens/s on one thread; "
           f"data prepared in {data_s:.1f} s", flush=True)
 
     busy0, cpu0, t0 = machine_busy_s(), os.times(), time.perf_counter()
@@ -404,7 +401,7 @@ def report(args: argparse.Namespace, shape: Shape, folder: Path) -> None:
     spawned, run_wall, sampler = sweeper_run(folder, spec_path, profile_path)
     busy3 = machine_busy_s()
     (folder / "cpu-by-process.json").write_text(json.dumps(sampler.by_process(), indent=1))
-    parent, ray_rows = mlflow_times(folder / "mlflow.db", c["steps"] * c["batch_sequences"] * c["seq_len"])
+    parent, ray_rows = mlflow_times(folder / "mlflow.db", c.steps * c.batch_sequences * c.seq_len)
     print(f"sweeper run: {run_wall:.1f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
 
     first_start, last_end = min(r["start"] for r in ray_rows), max(r["end"] for r in ray_rows)
@@ -447,7 +444,7 @@ def report(args: argparse.Namespace, shape: Shape, folder: Path) -> None:
         print(f"  {kind:<52} {seconds:>7.1f}")
 
     summary = {"load_average_1m_at_end": round(os.getloadavg()[0], 2), "trials": args.trials,
-               "tokens_per_trial": c["tokens"], "steps_per_trial": c["steps"],
+               "tokens_per_trial": c.tokens, "steps_per_trial": c.steps,
                "calibrated_tokens_per_s": round(rate, 1), "data_prepare_s": round(data_s, 2),
                "serial_wall_s": round(serial_wall, 2), "serial_cpu_s": round(serial_cpu, 2),
                "ideal_concurrent_s": round(serial_wall / CONCURRENCY, 2),

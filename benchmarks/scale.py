@@ -197,17 +197,16 @@ def measure(spec: Path, profile: Path, out: Path) -> dict[str, object]:
     figures["report_s"], _ = command("report", spec, *backend, "--no-log", "--out", out, "--bootstrap", "0",
                                      "--cv-folds", "5", timeout_s=FIT_TIMEOUT_S)
 
-    from sweeper.commands.run_commands import finished_rows
+    from sweeper.tracking.results import finished_rows
     from sweeper.plan import plan_sweep
     from sweeper.profile import load_profile
-    from sweeper.run import tracking_uri
     from sweeper.spec import load_spec
     from sweeper.tracking import Tracking
 
     loaded = load_profile(profile)
     the_spec = load_spec(spec)
     figures["in_process_plan_s"], plan = timed(lambda: plan_sweep(the_spec, loaded))
-    tracking = Tracking(tracking_uri(loaded), the_spec.experiment, create=False)
+    tracking = Tracking(loaded.tracking_uri(), the_spec.experiment, create=False)
     figures["in_process_trial_records_s"], _ = timed(lambda: tracking.trial_records([t.id for t in plan.trials]))
     # What each trial start costs the driver (open_trial looks its trial up alone).
     figures["in_process_one_trial_s"], _ = timed(lambda: tracking.trial_records([plan.trials[-1].id]))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeper.data.sources import document_batches
-from sweeper.data.storage import StorageLocation
+from sweeper.storage import StorageLocation
 from sweeper.data.tokenizer import SymbolTokenizer, TextTokenizer, from_json, load_pretrained, train_bpe
 from sweeper.spec import BundledSource, TokenizerSpec
 

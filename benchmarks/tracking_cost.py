@@ -6,7 +6,7 @@ For each store, in one run: a local sqlite file, and a real `mlflow server --wor
   TrialLog     `TrialLog.log` per result (from `Tracking.open_trial`) with the metrics a trial
                reports at a log step (train/loss, lr, grad_norm, epoch, flops, tokens_per_s; val/loss
                and val/loss_best at every 10th), buffered and sent with `log_batch` plus the
-               last-steps tag, then a final flush: what `sweeper.progress.SweepCallback` does;
+               last-steps tag, then a final flush: what `sweeper.driver.progress.SweepCallback` does;
   log_metric   the reference: a plain `MlflowClient.log_metric` per point on a fresh run;
   log_batch    the lower bound: plain `MlflowClient.log_batch` of the same points, 500 per call.
 
@@ -123,7 +123,7 @@ def step_seconds(d_model: int, layers: int, heads: int, vocab_size: int, seq_len
     import numpy as np
     import torch
 
-    from sweeper.presets import ModelSpec
+    from sweeper.spec.presets import ModelSpec
     from sweeper.trainer import TrialConfig, train
 
     torch.set_num_threads(1)

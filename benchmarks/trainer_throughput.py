@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sweeper.trainer import TrialConfig, train
-from sweeper.trainer.flops import model_flops_utilisation, palm_flops_per_token
+from sweeper.trial import model_flops_utilisation, palm_flops_per_token
 
 
 @dataclass(frozen=True)

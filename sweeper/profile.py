@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
 from sweeper.console import UserError
-from sweeper.schema import FieldError, describe, read_dataclass, spec_field
-from sweeper.yamlnodes import load_yaml
+from sweeper.storage import StorageLocation
+from sweeper.spec.schema import FieldError, describe, read_dataclass, spec_field
+from sweeper.spec.nodes import load_yaml
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -153,6 +154,36 @@ class Profile:
     hardware: Hardware
     concurrency: int = spec_field(1, positive=True, max=100_000)
     retries: int = spec_field(2, min=0, max=1000)
+    # (written value, key) -> value with its environment variables resolved: each once per profile
+    resolved: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
+
+    def env(self, value: str, key: str) -> str:
+        """`value` (the profile's setting `key`) with ${NAME} resolved, once; see resolve_env."""
+        if (value, key) not in self.resolved:
+            self.resolved[value, key] = resolve_env(value, f"{self.file} {key}")
+        return self.resolved[value, key]
+
+    def tracking_uri(self) -> str:
+        return self.env(self.mlflow.tracking_uri, "mlflow.tracking_uri")
+
+    def ray_address(self) -> str:
+        """`embedded`, or the cluster's address."""
+        return self.env(self.ray.address, "ray.address")
+
+    def storage_path(self) -> str:
+        """storage.path as written, with its variables resolved: a relative folder stays relative."""
+        return self.env(self.storage.path, "storage.path")
+
+    def storage_location(self) -> StorageLocation:
+        endpoint = self.env(self.storage.endpoint, "storage.endpoint") if self.storage.endpoint else ""
+        return StorageLocation(path=self.storage_path(), endpoint=endpoint or None, origin=f"{self.file} storage")
+
+    def storage_root(self) -> str:
+        """The storage as a URI Ray and pyarrow understand (absolute path or s3://)."""
+        return self.storage_location().root
+
+    def storage_endpoint(self) -> str | None:
+        return self.storage_location().endpoint
 
 
 def resolve_env(value: str, where: str) -> str:
@@ -195,4 +226,4 @@ def default_profile_path(name: str, spec_file: str | None = None) -> Path:
 def load_profile(path: str | Path) -> Profile:
     path = Path(path)
     node = load_yaml(path, display=str(path))
-    return read_dataclass(Profile, node, f"profile {path.name}", name=path.stem, file=str(path))
+    return read_dataclass(Profile, node, f"profile {path.name}", name=path.stem, file=str(path), resolved={})

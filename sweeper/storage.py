@@ -1,5 +1,6 @@
-"""The sweep's storage as Ray Tune and pyarrow see it: a local folder, AWS S3, or an S3-compatible
-store at the profile's `endpoint`.
+"""The sweep's storage: where it is (a local folder, AWS S3, or an S3-compatible store at the
+profile's `endpoint`), how it is laid out (one folder per experiment, one per trial), and how
+Ray Tune and pyarrow read and write it.
 
 Tune persists checkpoints and its own state through a pyarrow filesystem. For a folder or plain
 AWS S3, the URI alone says which; an S3-compatible store (MinIO, SeaweedFS, ...) needs the
@@ -10,6 +11,10 @@ from the AWS SDK's usual chain (environment, ~/.aws, instance role), never from 
 from __future__ import annotations
 
 import os
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -63,3 +68,60 @@ def delete(uri: str, endpoint: str | None) -> None:
         filesystem.delete_file(path)
     except (FileNotFoundError, OSError):
         pass  # already gone
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+=@,-]+")
+
+
+
+MAX_FOLDER_BYTES = 255
+
+
+
+def experiment_folder(experiment: str) -> str:
+    """The sweep's folder under storage: the experiment's name when it is one safe folder name (so
+    existing checkpoints are found where they are), else a readable slug of it and a hash of the
+    whole name: never a separator, '.', '..', a control character or an edge space, at most 255 bytes."""
+    safe = (experiment not in ("", ".", "..") and "/" not in experiment and "\\" not in experiment
+            and experiment.isprintable() and experiment == experiment.strip()
+            and len(experiment.encode()) <= MAX_FOLDER_BYTES)
+    if safe:
+        return experiment
+    slug = _UNSAFE.sub("-", experiment).strip("-.")[:100] or "experiment"
+    return f"{slug}-{hashlib.sha256(experiment.encode()).hexdigest()[:12]}"
+
+
+
+def sweep_dir(root: str, experiment: str) -> str:
+    return f"{root}/{experiment_folder(experiment)}"
+
+
+
+def trial_dir(root: str, experiment: str, trial_id: str) -> str:
+    return f"{sweep_dir(root, experiment)}/{trial_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageLocation:
+    """A local folder (made absolute against the working folder) or s3://bucket/prefix.
+    `origin` names the setting in error messages, e.g. `backends/local.yaml storage`."""
+
+    path: str
+    endpoint: str | None = None
+    origin: str = "storage"
+
+    def __post_init__(self) -> None:
+        if not self.is_s3:
+            object.__setattr__(self, "path", str(Path(self.path).expanduser().resolve()))
+
+    @property
+    def root(self) -> str:
+        """The storage as a URI Ray and pyarrow understand: an absolute folder or s3://bucket/prefix."""
+        return self.path.rstrip("/") if self.is_s3 else self.path
+
+    @property
+    def is_s3(self) -> bool:
+        return self.path.startswith("s3://")
+
+    def cache_uri(self, name: str) -> str:
+        return f"{self.path.rstrip('/')}/data/{name}"

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sweeper import cluster
+from sweeper.driver import cluster
 
 
 class FakeJobs:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import MINIMAL
 from sweeper.plan import eval_steps, plan_sweep
-from sweeper.presets import num_params
+from sweeper.spec.presets import num_params
 from sweeper.profile import load_profile
 from sweeper.spec import load_spec
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -23,6 +24,28 @@ def ids(path: Path, profile: str = "local") -> dict[str, str]:
 def test_smoke_ids_are_pinned() -> None:
     # These ids key dedupe and resume in every tracking store: changing them orphans finished trials.
     assert ids(SMOKE_SPEC) == {"ar-smoke-1L-U4k-e2": "0ac65a38acd7", "mdm-smoke-1L-U4k-e2": "5af7b9c6ff36"}
+
+
+# Every shipped spec's ids: the count and the sha256 of the sorted ids, one per line, planned under
+# backends/local.yaml. Computed before the package was restructured into layers (issue 12); a change
+# here orphans every finished trial of that spec in every tracking store.
+PINNED_IDS = {
+    "sweeps/chinchilla.yaml": (52, "c36d3b5c64332dfb6a79bdf7ae8ee409da8afed232ecdc0f8eea8e4706a4d5fa"),
+    "sweeps/crossover-cpu.yaml": (6, "0f560536bbfc7ee38ef3c28d8db8f6e59cdc2d14743bbe83fee88297eccdf7b8"),
+    "sweeps/grid.yaml": (200, "6a901fd07043dcf45abc660eaf448b45d54afcc36b58904e1ad811d04e330fc7"),
+    "sweeps/quickstart.yaml": (45, "a967ce581f1585d240de80edd5b2d95fedc188d5e6023e04d08dbc8a67eca6a2"),
+    "tests/specs/device_run.yaml": (2, "4b510bd5d0b0235a58a2133f3727d176ee8e62e72aa7f5ca589728743478c8eb"),
+    "tests/specs/smoke.yaml": (2, "ae44f7f0424c84ef20bce315611fc83f02701adc2a884e84076f9c1fe4075eac"),
+}
+
+
+def test_every_shipped_spec_keeps_its_ids() -> None:
+    shipped = sorted(str(p.relative_to(REPO)) for pattern in ("sweeps/*.yaml", "tests/specs/*.yaml")
+                     for p in REPO.glob(pattern))
+    assert shipped == sorted(PINNED_IDS), "pin the ids of a new spec here (count, sha256 of its sorted ids)"
+    for spec, pinned in PINNED_IDS.items():
+        trial_ids = sorted(ids(REPO / spec).values())
+        assert (len(trial_ids), hashlib.sha256("\n".join(trial_ids).encode()).hexdigest()) == pinned, spec
 
 
 def test_same_ids_under_every_profile() -> None:

@@ -19,7 +19,7 @@ from conftest import LOCAL_PROFILE, REPO, SMOKE_SPEC, long_spec_text
 from sweeper.console import UserError
 from sweeper.plan import plan_sweep
 from sweeper.profile import load_profile
-from sweeper.run import TRAIN_DRIVER_RESOURCES, max_concurrent_trials, trial_resources
+from sweeper.driver.tune import TRAIN_DRIVER_RESOURCES, max_concurrent_trials, trial_resources
 from sweeper.spec import load_spec
 
 
@@ -82,8 +82,8 @@ def test_processes_per_trial_sizes_cpu_trials_over_that_many_processes_with_the_
 def test_a_batch_that_does_not_split_runs_on_fewer_processes(tmp_path: Path) -> None:
     import dataclasses
 
-    from sweeper.presets import PRESETS
-    from sweeper.sizing import size_trial
+    from sweeper.spec.presets import PRESETS
+    from sweeper.plan.sizing import size_trial
 
     hardware = dataclasses.replace(load_profile(LOCAL_PROFILE).hardware, devices_per_node=4, processes_per_trial=4)
     sizes = {batch: size_trial(PRESETS["7M"], vocab_size=50257, seq_len=256, batch_sequences=batch, precision="fp32",
@@ -119,8 +119,8 @@ def test_a_trial_over_several_devices_reserves_its_workers_in_train_not_in_tune(
 def test_a_gpu_trial_over_several_devices_gives_each_worker_one_gpu() -> None:
     import dataclasses
 
-    from sweeper.presets import PRESETS
-    from sweeper.sizing import size_trial
+    from sweeper.spec.presets import PRESETS
+    from sweeper.plan.sizing import size_trial
 
     cluster = load_profile(REPO / "backends" / "cluster.yaml")
     small_gpus = dataclasses.replace(cluster.hardware, memory_per_device=24_000_000_000, max_trials_per_device=4)

@@ -8,7 +8,7 @@ import pytest
 
 import sweeper.trainer.precision as precision
 from conftest import MINIMAL
-from sweeper import run as run_module
+from sweeper.driver import preflight as run_module
 from sweeper.plan import plan_sweep
 from sweeper.profile import load_profile
 from sweeper.spec import load_spec

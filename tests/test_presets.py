@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sweeper.presets import PRESETS, ModelSpec, num_params, num_params_actual, padded_vocab, swiglu_hidden
+from sweeper.spec.presets import PRESETS, ModelSpec, num_params, num_params_actual, swiglu_hidden
+from sweeper.trial import padded_vocab_size as padded_vocab
 
 # PAPER.md "Model presets": name -> N in millions, as published.
 PUBLISHED_N_MILLIONS = {

@@ -13,9 +13,9 @@ import pytest
 from conftest import LOCAL_PROFILE, SMOKE_SPEC
 from sweeper.console import UserError
 from sweeper.plan import plan_sweep
-from sweeper.presets import ModelSpec
+from sweeper.spec.presets import ModelSpec
 from sweeper.profile import load_profile, resolve_env
-from sweeper.sizing import RAY_RESOURCE_UNITS, gpu_share, size_trial
+from sweeper.plan.sizing import RAY_RESOURCE_UNITS, gpu_share, size_trial
 from sweeper.spec import load_spec
 
 
@@ -125,7 +125,7 @@ def test_sizing_uses_the_rounded_share() -> None:
 PLACEMENT = """
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
-from sweeper.sizing import gpu_share
+from sweeper.plan.sizing import gpu_share
 
 ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
 

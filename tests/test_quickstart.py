@@ -19,12 +19,12 @@ def unigram_cross_entropy(profile: Path, spec_path: Path, unique_tokens: int) ->
     """Nats/token on the validation set of the pool's add-one-smoothed unigram distribution."""
     import numpy as np
 
-    from sweeper.data import StorageLocation, find, open_pool, open_validation
+    from sweeper.data import find, open_pool, open_validation
     from sweeper.profile import load_profile
     from sweeper.spec import load_spec
 
     spec = load_spec(spec_path)
-    manifest = find(spec.data, StorageLocation.from_profile(load_profile(profile)))
+    manifest = find(spec.data, load_profile(profile).storage_location())
     counts = np.bincount(open_pool(manifest, unique_tokens), minlength=spec.vocab_size) + 1.0
     log_p = np.log(counts / counts.sum())
     return float(-log_p[open_validation(manifest)].mean())

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import SMOKE_SPEC
 from sweeper.console import UserError
-from sweeper.run import (_drop_tune_resume_hint, experiment_folder, forget_checkpoints, request_stop, sweep_dir,
-                         trial_dir)
+from sweeper.driver.tune import _drop_tune_resume_hint
+from sweeper.storage import experiment_folder, sweep_dir, trial_dir
+from sweeper.driver.sweep import forget_checkpoints
+from sweeper.driver import stop
+from sweeper.driver.stop import STOP_FILE, StopWatcher, claim_driver, request_stop, stop_sweep
 
 
 @pytest.mark.parametrize("name", ["sweeper-smoke", "chinchilla", "my sweep", "exp.v2", "a..b", "É-été", "x" * 255])
@@ -66,9 +75,44 @@ def test_max_device_hours_must_be_a_positive_number(cli, hours: str) -> None:
 
 
 def test_check_device_hours_accepts_a_limit() -> None:
-    from sweeper.commands.run_commands import check_device_hours
+    from sweeper.cli.run import check_device_hours
 
     check_device_hours(None)
     check_device_hours(0.5)
     with pytest.raises(UserError):
         check_device_hours(float("nan"))
+
+
+def test_sweeper_stop_asks_a_running_driver_through_storage(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    with pytest.raises(UserError, match=f"no sweep of experiment 'exp' is running from {root}"):
+        stop_sweep(root, "exp", None)
+    driver_file = claim_driver(root, "exp")  # this process stands in for the driver
+    assert stop_sweep(root, "exp", None).startswith(f"asked the sweep's driver (pid {os.getpid()}) to stop")
+    assert (Path(sweep_dir(root, "exp")) / STOP_FILE).is_file()  # the request every driver watches
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    driver_file.write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname()}))
+    with pytest.raises(UserError, match=f"the sweep's driver \\(pid {gone.pid}\\) is gone; nothing to stop"):
+        stop_sweep(root, "exp", None)
+    assert not driver_file.exists()
+
+
+def test_a_stop_request_interrupts_the_driver_as_ctrl_c_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = str(tmp_path)
+    monkeypatch.setattr(stop, "STOP_POLL_S", 0.05)
+    interrupted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    try:
+        request_stop(root, "exp", None)  # stale: left by a driver that died before it read it
+        with StopWatcher(f"{sweep_dir(root, 'exp')}/{STOP_FILE}", None):
+            time.sleep(0.3)
+            assert not interrupted
+            request_stop(root, "exp", None)
+            deadline = time.monotonic() + 10
+            while not interrupted and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert interrupted == [signal.SIGINT]
+        assert not (Path(sweep_dir(root, "exp")) / STOP_FILE).exists()  # answered once
+    finally:
+        signal.signal(signal.SIGINT, previous)

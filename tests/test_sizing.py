@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from sweeper.plan import plan_sweep
-from sweeper.presets import PRESETS, num_params_actual
+from sweeper.spec.presets import PRESETS, num_params_actual
 from sweeper.profile import load_profile
-from sweeper.sizing import activation_bytes, flops_per_token, size_trial
+from sweeper.plan.sizing import activation_bytes, flops_per_token, size_trial
 from sweeper.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent

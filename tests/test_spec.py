@@ -9,7 +9,7 @@ import pytest
 
 from conftest import MINIMAL
 from sweeper.spec import FilesSource, HFSource, SyntheticSource, TrainSpec, load_spec
-from sweeper.yamlnodes import parse_bytes, parse_number
+from sweeper.spec.nodes import parse_bytes, parse_number
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import MINIMAL
 from sweeper.spec import load_spec
-from sweeper.yamlnodes import SpecError
+from sweeper.spec.nodes import SpecError
 
 
 def replace(old: str, new: str) -> str:

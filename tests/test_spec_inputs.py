@@ -11,11 +11,11 @@ import typing
 import pytest
 
 from conftest import MINIMAL
-from sweeper.grid import ComputeOptimalLaw, IsoFlop
-from sweeper.presets import ModelSpec
+from sweeper.spec.grid import ComputeOptimalLaw, IsoFlop
+from sweeper.spec.presets import ModelSpec
 from sweeper.profile import Hardware, Profile
 from sweeper.spec import BundledSource, DataSpec, FilesSource, HFSource, SyntheticSource, TokenizerSpec, TrainSpec
-from sweeper.yamlnodes import NumberRangeError, parse_bytes, parse_number
+from sweeper.spec.nodes import NumberRangeError, parse_bytes, parse_number
 
 
 def replace(old: str, new: str) -> str:

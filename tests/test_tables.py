@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sweeper.commands.tables import BOXED_ROWS, print_table
+from sweeper.console import BOXED_ROWS, print_table
 
 COLUMNS = [("id", "left"), ("N", "right")]
 

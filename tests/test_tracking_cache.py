@@ -85,7 +85,7 @@ def test_a_run_that_ended_under_a_slow_clock_is_read_again(store, monkeypatch) -
 
 
 def test_a_damaged_cache_file_is_read_again_whole(store) -> None:
-    from sweeper.tracking_cache import cache_dir
+    from sweeper.tracking.cache import cache_dir
 
     tracking, parent = store
     trial(tracking, parent, "a", "FINISHED")

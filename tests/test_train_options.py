@@ -147,7 +147,7 @@ def test_a_corrupt_checkpoint(tmp_path, capsys, trained) -> None:
 
 
 def test_sample_by_run_id(tmp_path, capsys, trained) -> None:
-    from sweeper.run import trial_dir
+    from sweeper.storage import trial_dir
     from sweeper.tracking import TAG_SUPERSEDED, Tracking
 
     profile = trained["profile"]

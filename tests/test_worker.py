@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ray import tune
 
-from sweeper.worker import CHECKPOINT_METADATA, TrialReporter
+from sweeper.driver.worker import CHECKPOINT_METADATA, TrialReporter
 
 
 def reporter_after_first_point(resume_from: str | None, sent: list) -> TrialReporter:
@@ -42,7 +42,7 @@ def test_a_trial_resumed_at_its_last_step_reports_its_final_point_without_a_new_
 def test_a_finished_trial_returns_cached_cuda_memory(monkeypatch) -> None:
     import torch
 
-    from sweeper.worker import release_device_memory
+    from sweeper.driver.worker import release_device_memory
 
     calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -15,7 +15,7 @@ counts nominal and actual, SHA-256 of every file.
 
 Interface (what `sweeper data`, the trainer and the run driver use):
 
-    storage  = StorageLocation.from_profile(profile)         # or StorageLocation(path=..., endpoint=...)
+    storage  = profile.storage_location()         # or StorageLocation(path=..., endpoint=...)
     prepared = prepare(spec.data, [t.unique_tokens for t in plan.trials], storage, progress=None)
     prepared.action                                          # "built" | "updated" | "reused" (a no-op)
     manifest = prepared.manifest                             # or find(spec.data, storage) -> Manifest | None
@@ -49,7 +49,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Exports load on first use, so `import sweeper.data.command` (the CLI's) stays free of numpy.
+# Exports load on first use, so `import sweeper.cli.data` (the CLI's) stays free of numpy.
 _EXPORTS = {
     "DataError": "sweeper.data.errors",
     "DataFile": "sweeper.data.manifest",
@@ -64,7 +64,7 @@ _EXPORTS = {
     "cache_name": "sweeper.data.pools",
     "find": "sweeper.data.pools",
     "prepare": "sweeper.data.pools",
-    "StorageLocation": "sweeper.data.storage",
+    "StorageLocation": "sweeper.storage",
     "entropy_rate_nats": "sweeper.data.synthetic",
 }
 __all__ = sorted(_EXPORTS)

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from sweeper.data.errors import DataError
-from sweeper.data.storage import MANIFEST, StorageLocation, open_cache
+from sweeper.data.cache import MANIFEST, open_cache
+from sweeper.storage import StorageLocation
 
 FORMAT = "sweeper.data/1"
 

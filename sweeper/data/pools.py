@@ -35,7 +35,8 @@ from sweeper.data.errors import DataError
 from sweeper.data.manifest import (DataFile, Manifest, PoolInfo, TokenArray, TokenizerInfo,
                                    open_documents_index, read_manifest)
 from sweeper.data.pack import Cursor, Packed, Progress, pool_statistics, write_tokens
-from sweeper.data.storage import MANIFEST, StorageLocation, open_cache, sha256_file
+from sweeper.data.cache import MANIFEST, open_cache, sha256_file
+from sweeper.storage import StorageLocation
 from sweeper.data.tokenizer import (SymbolTokenizer, TextTokenizer, Tokenizer, check_vocab_size, from_json,
                                     load_pretrained, train_bpe)
 from sweeper.spec import DataSpec, SyntheticSource, TokenizerSpec

@@ -38,7 +38,8 @@ import numpy as np
 from sweeper.data import synthetic
 from sweeper.data.errors import DataError
 from sweeper.data.hub import hub_offline, require_hub
-from sweeper.data.storage import StorageLocation, node_cache_root, s3_client, s3_errors, split_s3
+from sweeper.storage import StorageLocation
+from sweeper.data.cache import node_cache_root, s3_client, s3_errors, split_s3
 from sweeper.spec import HOW_KEYS, BundledSource, FilesSource, HFSource, Source, SyntheticSource
 
 BATCH_DOCUMENTS = 1024

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sweeper.fit.fitter import single_threaded_blas
+from sweeper.fit.multistart import single_threaded_blas
 
 Refit = Callable[[np.ndarray], np.ndarray]  # weights per row -> parameter vector
 Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (vector, row indices) -> predicted loss

@@ -2,7 +2,8 @@
 
 Objective (Hoffmann et al. 2022, App. D.2; kept by Muennighoff et al.): minimise
 Σ_i w_i·Huber_δ(log L̂_i − log L_i), δ = 1e-3, with log L̂ = logsumexp(a − α log N', b − β log D', e)
-and A = e^a, B = e^b, E = e^e, by L-BFGS from a grid of starting points, keeping the best.
+and A = e^a, B = e^b, E = e^e, by L-BFGS from a grid of starting points, keeping the best
+(the search, its coordinates and its start grids are `multistart`'s).
 Step 1 fits E, A, B, α, β on single-epoch rows; step 2 fits R*_D, R*_N on all rows with the
 step-1 values frozen. Fitting in log R* keeps both positive and makes their wide range
 (1 … 10⁵ epochs) one scale for the optimizer.
@@ -31,80 +32,30 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 from sweeper.fit import laws
 from sweeper.fit.laws import PARAMETER_NAMES, STEP1_NAMES, STEP2_NAMES, ChinchillaLaw
+from sweeper.fit.multistart import (
+    STEP1_GRID,
+    STEP1_R_N_STARTS,
+    STEP2_GRID,
+    StepFit,
+    finish,
+    grid_starts,
+    layout_for,
+    minimise,
+    single_threaded_blas,
+    to_internal,
+)
 from sweeper.fit.table import Observations
 
 HUBER_DELTA = 1e-3  # Hoffmann et al. 2022, App. D.2
-
-# Internal coordinates: log for the positive scale parameters, plain for the exponents.
-_LOG_SCALED = frozenset({"E", "A", "B", "R_D_star", "R_N_star"})
-_BOUNDS = {  # internal units; wide enough for every published fit, tight enough to stay finite
-    "E": (math.log(1e-3), math.log(1e2)),
-    "A": (-10.0, 80.0),
-    "B": (-10.0, 80.0),
-    "alpha": (0.01, 3.0),
-    "beta": (0.01, 3.0),
-    "R_D_star": (math.log(1e-2), math.log(1e7)),
-    "R_N_star": (math.log(1e-2), math.log(1e7)),
-}
-# Starting grid after the datablations notebook (e, a, b over a coarse lattice, exponents < 2).
-_STEP1_GRID = {
-    "E": (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5),
-    "A": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
-    "B": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
-    "alpha": (0.1, 0.25, 0.4, 0.6, 0.9, 1.3),
-    "beta": (0.1, 0.25, 0.4, 0.6, 0.9, 1.3),
-}
-_STEP2_GRID = tuple(math.log(v) for v in (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3,
-                                          1e4, 1e5))
 STEP1_JOINT_NAMES = STEP1_NAMES + ("R_N_star",)
-_STEP1_R_N_STARTS = (1.0, 10.0, 100.0, 1e3, 1e4)
-_LBFGS_STARTS = 8  # the best grid points each get a full L-BFGS run
-_LBFGS_OPTIONS = {"maxiter": 3000, "ftol": 1e-13, "gtol": 1e-10}
-# Refits from a nearby start (bootstrap, cross-validation, profiles) stop sooner: their values
-# feed quantiles and deviances, which need far less than the point estimate's precision.
-_WARM_OPTIONS = {"maxiter": 3000, "ftol": 1e-12, "gtol": 1e-9}
-
-
-def bounds_of(name: str) -> tuple[float, float]:
-    """The search range of a parameter, internal units."""
-    return _BOUNDS[name]
-
-
-def at_upper_bound(name: str, value: float) -> bool:
-    """Whether an estimate that sits on a search bound sits on the upper one."""
-    lo, hi = _BOUNDS[name]
-    return to_internal(name, value) > 0.5 * (lo + hi)
-
-
-@contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Run the block with one BLAS thread.
-
-    scipy's L-BFGS-B calls BLAS/LAPACK on 5×5-sized arrays every iteration; a threaded BLAS
-    wakes its pool for each call, and on a busy machine the idle threads spin: measured 6×
-    slower on two shared cores. threadpoolctl sets the limit at run time.
-    """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
-def to_internal(name: str, value: float) -> float:
-    return math.log(value) if name in _LOG_SCALED else value
-
-
-def to_natural(name: str, value: float) -> float:
-    return math.exp(value) if name in _LOG_SCALED else value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,43 +71,6 @@ class FitPlan:
     @property
     def fixed_values(self) -> Mapping[str, float]:
         return dict(self.fixed)
-
-
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    """Maps the optimizer's free vector onto a step's full internal vector (ties, fixes)."""
-
-    names: tuple[str, ...]
-    offset: np.ndarray  # fixed internal values, zeros where free
-    matrix: np.ndarray  # (len(names), n_free) of 0/1: which free coordinate feeds which name
-    bounds: tuple[tuple[float, float], ...]
-
-    def full(self, free: np.ndarray) -> np.ndarray:
-        # Indexing, not a matrix product: a product of this size wakes BLAS threads, which
-        # then spin on a busy machine for no gain.
-        return self.offset + free[..., self.matrix.argmax(axis=1)] * self.matrix.any(axis=1)
-
-    def free_from_full(self, full: np.ndarray) -> np.ndarray:
-        """The free coordinates of full vectors (..., len(names)); a tie reads α's entry."""
-        return full[..., self.matrix.argmax(axis=0)]
-
-
-def _layout(names: tuple[str, ...], free: tuple[str, ...], values: Mapping[str, float],
-            tie: bool) -> _Layout:
-    offset = np.array([0.0 if name in free else to_internal(name, values[name]) for name in names])
-    columns: list[np.ndarray] = []
-    bounds: list[tuple[float, float]] = []
-    for name in free:
-        if tie and name == "beta" and "alpha" in free:
-            continue  # β rides on α's column
-        column = np.zeros(len(names))
-        column[names.index(name)] = 1.0
-        if tie and name == "alpha" and "beta" in free:
-            column[names.index("beta")] = 1.0
-        columns.append(column)
-        bounds.append(_BOUNDS[name])
-    matrix = np.stack(columns, axis=1) if columns else np.zeros((len(names), 0))
-    return _Layout(names=names, offset=offset, matrix=matrix, bounds=tuple(bounds))
 
 
 def _huber(residual: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -317,50 +231,7 @@ def _step2_value_and_grad(theta: np.ndarray, data: _Step2Data,
     return float(value), grad
 
 
-# ----- the optimizer --------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StepFit:
-    values: dict[str, float]  # natural units, fixed ones included
-    objective: float
-    at_bound: tuple[str, ...]  # free parameters whose estimate sits on a search bound
-    nuisance: float | None = None  # step 1's own R*_N where it fitted one (step 2 refits it)
-
-
-def _minimise(layout: _Layout, value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
-              starts: list[np.ndarray], warm: bool = False) -> tuple[np.ndarray, float]:
-    best_x, best_f = starts[0], math.inf
-    for start in starts:
-        def objective(free: np.ndarray) -> tuple[float, np.ndarray]:
-            value, grad = value_and_grad(layout.full(free))
-            return value, grad @ layout.matrix
-        result = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=layout.bounds,
-                          options=_WARM_OPTIONS if warm else _LBFGS_OPTIONS)
-        if result.fun < best_f:
-            best_x, best_f = result.x, float(result.fun)
-    return best_x, best_f
-
-
-def _grid_starts(layout: _Layout, grid: list[tuple[float, ...]],
-                 value: Callable[[np.ndarray], np.ndarray],
-                 count: int = _LBFGS_STARTS) -> list[np.ndarray]:
-    """The best few points of the grid (projected onto the free coordinates) by objective."""
-    free_points = np.unique(layout.free_from_full(np.array(grid)), axis=0)
-    free_points = np.clip(free_points, [lo for lo, _ in layout.bounds],
-                          [hi for _, hi in layout.bounds])
-    scores = value(layout.full(free_points))
-    order = np.argsort(scores)[:count]
-    return [free_points[i] for i in order]
-
-
-def _finish(layout: _Layout, free: np.ndarray, objective: float) -> StepFit:
-    full = layout.full(free)
-    values = {name: to_natural(name, float(v)) for name, v in zip(layout.names, full, strict=True)}
-    columns = zip(layout.matrix.T, free, layout.bounds, strict=True)
-    at_bound = [name for column, value, (lo, hi) in columns if min(value - lo, hi - value) < 1e-4
-                for name, used in zip(layout.names, column, strict=True) if used]
-    return StepFit(values=values, objective=objective, at_bound=tuple(at_bound))
-
+# ----- the two steps and the procedure ------------------------------------------------------
 
 def fit_step1(observations: Observations, plan: FitPlan, weights: np.ndarray | None = None,
               start: Mapping[str, float] | None = None, restarts: int = 0) -> StepFit:
@@ -386,44 +257,44 @@ def fit_step1(observations: Observations, plan: FitPlan, weights: np.ndarray | N
         objective = (_step1_joint_value_and_grad(theta, data, w)[0] if uses_n_prime
                      else float(_step1_value(theta[:5], data, w)))
         return StepFit(values=fixed, objective=objective, at_bound=())
-    layout = _layout(STEP1_NAMES, plan.step1_free, values, plan.tie_exponents)
+    layout = layout_for(STEP1_NAMES, plan.step1_free, values, plan.tie_exponents)
     warm_decay = None if start is None else start.get("R_N_star")
     warm_joint = uses_n_prime and warm_decay is not None and math.isfinite(warm_decay)
     if start is not None:
         full = np.array([to_internal(name, start[name]) for name in STEP1_NAMES])
         starts = [layout.free_from_full(full)]
         if restarts:
-            coarse = list(itertools.product(*(_STEP1_GRID[name][::2] for name in STEP1_NAMES)))
-            starts += _grid_starts(layout, coarse, lambda theta: _step1_value(theta, data, w),
+            coarse = list(itertools.product(*(STEP1_GRID[name][::2] for name in STEP1_NAMES)))
+            starts += grid_starts(layout, coarse, lambda theta: _step1_value(theta, data, w),
                                    restarts)
     else:
-        grid = list(itertools.product(*(_STEP1_GRID[name] for name in STEP1_NAMES)))
-        starts = _grid_starts(layout, grid, lambda theta: _step1_value(theta, data, w))
+        grid = list(itertools.product(*(STEP1_GRID[name] for name in STEP1_NAMES)))
+        starts = grid_starts(layout, grid, lambda theta: _step1_value(theta, data, w))
     with single_threaded_blas() if start is None else nullcontext():  # worth it for 8 runs
         if not uses_n_prime:
-            x, objective = _minimise(layout, lambda theta: _step1_value_and_grad(theta, data, w),
+            x, objective = minimise(layout, lambda theta: _step1_value_and_grad(theta, data, w),
                                      starts, warm=start is not None)
-            return _finish(layout, x, objective)
+            return finish(layout, x, objective)
         joint_free = plan.step1_free + (("R_N_star",) if plan.step1_joint else ())
-        joint = _layout(STEP1_JOINT_NAMES, joint_free, values, plan.tie_exponents)
+        joint = layout_for(STEP1_JOINT_NAMES, joint_free, values, plan.tie_exponents)
         if not plan.step1_joint:
             decays = [0.0]  # a placeholder: R*_N is fixed, and dropped from the starts below
         elif warm_joint:
             decays = [math.log(warm_decay)]
         else:
-            decays = [math.log(decay) for decay in _STEP1_R_N_STARTS]
+            decays = [math.log(decay) for decay in STEP1_R_N_STARTS]
         joint_starts = [np.r_[starts[0], decays[0]]] if warm_joint else []
         if not warm_joint or restarts:
             # The Chinchilla fit (N' = N) from the remaining starts, then the law's N' from there.
-            x, _ = _minimise(layout, lambda theta: _step1_value_and_grad(theta, data, w),
+            x, _ = minimise(layout, lambda theta: _step1_value_and_grad(theta, data, w),
                              starts[1:] if warm_joint else starts, warm=start is not None)
             joint_starts += [np.r_[x, decay] for decay in decays]
         if not plan.step1_joint:  # R*_N fixed: N' uses it, nothing more to start from
             joint_starts = [point[:-1] for point in joint_starts]
-        x, objective = _minimise(
+        x, objective = minimise(
             joint, lambda theta: _step1_joint_value_and_grad(theta, data, w), joint_starts,
             warm=warm_joint)
-    fit = _finish(joint, x, objective)
+    fit = finish(joint, x, objective)
     return StepFit(values={name: fit.values[name] for name in STEP1_NAMES}, objective=objective,
                    at_bound=tuple(name for name in fit.at_bound if name != "R_N_star"),
                    nuisance=fit.values["R_N_star"] if plan.step1_joint else None)
@@ -443,24 +314,24 @@ def fit_step2(observations: Observations, base: ChinchillaLaw, plan: FitPlan,
     """
     free = plan.step2_free
     values = {name: plan.fixed_values.get(name, math.inf) for name in STEP2_NAMES}
-    layout = _layout(STEP2_NAMES, free, values, tie=False)
+    layout = layout_for(STEP2_NAMES, free, values, tie=False)
     data = _step2_data(base, observations)
     w = np.ones(len(observations)) if weights is None else weights
     if not free:
         full = np.array([to_internal(name, values[name]) for name in STEP2_NAMES])
         return StepFit(values=values, objective=float(_step2_value(full, data, w)), at_bound=())
-    grid = list(itertools.product(_STEP2_GRID, _STEP2_GRID))
+    grid = list(itertools.product(STEP2_GRID, STEP2_GRID))
     if start is not None:
         starts = [np.array([to_internal(name, start[name]) for name in free])]
         if restarts:
-            starts += _grid_starts(layout, grid, lambda theta: _step2_value(theta, data, w),
+            starts += grid_starts(layout, grid, lambda theta: _step2_value(theta, data, w),
                                    restarts)
     else:
-        starts = _grid_starts(layout, grid, lambda theta: _step2_value(theta, data, w))
+        starts = grid_starts(layout, grid, lambda theta: _step2_value(theta, data, w))
     with single_threaded_blas() if start is None else nullcontext():
-        x, objective = _minimise(layout, lambda theta: _step2_value_and_grad(theta, data, w),
+        x, objective = minimise(layout, lambda theta: _step2_value_and_grad(theta, data, w),
                                  starts, warm=start is not None)
-    return _finish(layout, x, objective)
+    return finish(layout, x, objective)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

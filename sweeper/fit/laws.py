@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sweeper import trial
+
 # The JSON keys of the fitted parameters, in the order the fitter and the report use.
 STEP1_NAMES = ("E", "A", "B", "alpha", "beta")
 STEP2_NAMES = ("R_D_star", "R_N_star")
@@ -46,8 +48,8 @@ class DataConstrainedLaw:
 
 
 def training_flops(num_params: np.ndarray | float, tokens: np.ndarray | float) -> np.ndarray:
-    """C = 6·N·D [Kaplan et al. 2020, sec. 2.1], the count PAPER.md uses for both families."""
-    return 6.0 * np.asarray(num_params, dtype=float) * np.asarray(tokens, dtype=float)
+    """C = 6·N·D [Kaplan et al. 2020, sec. 2.1], sweeper.trial's count, over arrays."""
+    return trial.training_flops(np.asarray(num_params, dtype=float), np.asarray(tokens, dtype=float))
 
 
 def chinchilla_loss(law: ChinchillaLaw, num_params: np.ndarray | float,

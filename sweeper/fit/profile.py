@@ -25,15 +25,9 @@ import numpy as np
 from scipy.stats import chi2
 
 from sweeper.fit import laws
-from sweeper.fit.fitter import (
-    FitPlan,
-    bounds_of,
-    fit_step1,
-    fit_step2,
-    to_internal,
-    to_natural,
-)
+from sweeper.fit.fitter import FitPlan, fit_step1, fit_step2
 from sweeper.fit.laws import STEP1_NAMES, STEP2_NAMES
+from sweeper.fit.multistart import bounds_of, to_internal, to_natural
 from sweeper.fit.table import Observations
 
 WEAK_RATIO = 10.0  # an interval wider than a decade

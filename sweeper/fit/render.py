@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from rich.table import Table
 
-from sweeper.fit.analysis import SYMBOLS, Analysis, Estimate, FamilyFit
 from sweeper.fit.laws import PARAMETER_NAMES
+from sweeper.fit.results import SYMBOLS, Analysis, Estimate, FamilyFit
 
 Loss = Literal["final", "best", "csv"]  # --loss final|best for SPEC input; a CSV brings its own
 LOSS_MEANINGS: dict[str, str] = {

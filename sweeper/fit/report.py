@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeper.fit import figures, render
-from sweeper.fit.analysis import SYMBOLS, Analysis
 from sweeper.fit.laws import PARAMETER_NAMES
+from sweeper.fit.results import SYMBOLS, Analysis
 from sweeper.fit.table import TrialCurve
 
 CURVES_FIGURE = "curves.png"

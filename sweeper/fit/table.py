@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeper.console import UserError
+from sweeper.trial import tokens_for_flops, training_flops
 
 REQUIRED_COLUMNS = ("params", "tokens", "loss")
 OPTIONAL_COLUMNS = ("unique_tokens", "family", "seed")
@@ -86,7 +87,7 @@ class Observations:
     @property
     def flops(self) -> np.ndarray:
         """C = 6·N·D (Kaplan et al. 2020), as PAPER.md counts compute for both families."""
-        return 6.0 * self.num_params * self.tokens
+        return training_flops(self.num_params, self.tokens)
 
     def families(self) -> tuple[str, ...]:
         return tuple(sorted(set(self.family.tolist())))
@@ -292,7 +293,8 @@ def read_csv(path: Path, columns: Mapping[str, str] | None = None) -> Trials:
                 else:
                     tokens = _number(cells[index["flops"]], where=where,
                                      column=header[index["flops"]].strip(),
-                                     allow_empty=False) / (6.0 * params)
+                                     allow_empty=False)
+                    tokens = tokens_for_flops(tokens, params)
                 loss_column = header[index["loss"]].strip()
                 loss = _number(cells[index["loss"]], where=where, column=loss_column,
                                allow_empty=False)

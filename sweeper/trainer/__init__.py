@@ -6,14 +6,14 @@ Ray Tune, in a test or by hand. Entry points:
     train(config, train_tokens, val_tokens, reporter, *, checkpoint_dir, resume_from, max_steps)
     load_model(checkpoint) -> (model, config); sample_ar(...); sample_mdm(...)
 
-Metric names are the table in `sweeper.trainer.metrics` (METRICS).
+Metric names are the table in `sweeper.trial` (METRICS).
 """
 
 from sweeper.trainer.checkpoint import latest_checkpoint
-from sweeper.trainer.config import TrialConfig, padded_vocab_size
+from sweeper.trial import TrialConfig, padded_vocab_size
 from sweeper.trainer.errors import NonFiniteLoss, TrialFailure, TrialOutOfMemory
 from sweeper.trainer.loop import Reporter, TrainResult, train
-from sweeper.trainer.metrics import METRICS
+from sweeper.trial import METRICS
 from sweeper.trainer.sample import load_model, sample_ar, sample_mdm
 
 __all__ = [

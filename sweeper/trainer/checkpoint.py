@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from sweeper.trainer.config import TrialConfig
+from sweeper.trial import TrialConfig
 from sweeper.trainer.distributed import Processes, barrier, gather_objects
 
 STATE_FILE = "state.pt"

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from sweeper.trainer.config import Parallelism, Precision
+from sweeper.trial import Parallelism, Precision
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

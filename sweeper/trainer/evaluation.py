@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sweeper.trainer.config import TrialConfig
+from sweeper.trial import TrialConfig
 from sweeper.trainer.distributed import Processes, all_reduce_sum
 from sweeper.trainer.loader import ValidationSet, to_device
 from sweeper.trainer.objectives import eval_noise

@@ -28,11 +28,10 @@ from sweeper.trainer.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from sweeper.trainer.config import TrialConfig
 from sweeper.trainer.distributed import Processes, all_reduce_sum, set_grad_sync
 from sweeper.trainer.evaluation import validation_loss
 from sweeper.trainer.errors import NonFiniteLoss, TrialOutOfMemory
-from sweeper.trainer.flops import model_flops_utilisation, palm_flops_per_token, training_flops
+from sweeper.trial import HOW_KEYS, TrialConfig, model_flops_utilisation, palm_flops_per_token, training_flops
 from sweeper.trainer.loader import SampleStream, ValidationSet, check_token_ids, to_device
 from sweeper.trainer.model import ModelConfig, Transformer
 from sweeper.trainer.objectives import family_loss_sums, train_noise
@@ -40,9 +39,6 @@ from sweeper.trainer.optim import lr_at, make_optimizer
 
 Reporter = Callable[[dict[str, float], str | None], None]
 
-# may differ between a checkpoint and the run resuming it: they change where and how fast, not what
-HOW_FIELDS = frozenset({"precision", "compile", "device", "peak_flops", "micro_batch", "parallelism",
-                        "checkpoint_every_steps", "log_every_steps"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,7 +280,10 @@ class _Trial:
 
 
 def _check_same_trial(saved: TrialConfig, current: TrialConfig) -> None:
-    differ = [f.name for f in fields(TrialConfig) if f.name not in HOW_FIELDS
+    """Only how-settings (HOW_KEYS: device, micro-batch, compile, cadences...) may differ between a
+    checkpoint and the run resuming it. Not precision: it is in the trial id, and a curve continued in
+    another precision would be two experiments recorded as one (sweeper.trial says more)."""
+    differ = [f.name for f in fields(TrialConfig) if f.name not in HOW_KEYS
               and getattr(saved, f.name) != getattr(current, f.name)]
     if differ:
         raise ValueError(f"the checkpoint was written by a different trial (fields {', '.join(differ)} "

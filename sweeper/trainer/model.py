@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sweeper.trainer.config import TrialConfig, padded_vocab_size
+from sweeper.trial import TrialConfig, padded_vocab_size
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

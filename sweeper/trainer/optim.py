@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from sweeper.trainer.config import TrialConfig
+from sweeper.trial import TrialConfig
 
 
 def lr_at(step: int, c: TrialConfig) -> float:

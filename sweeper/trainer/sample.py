@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from sweeper.trainer.checkpoint import read_checkpoint
-from sweeper.trainer.config import TrialConfig
+from sweeper.trial import TrialConfig
 from sweeper.trainer.distributed import resolve_device
 from sweeper.trainer.model import ModelConfig, Transformer
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.data import StorageLocation
+from sweeper.storage import StorageLocation
 
 from servers import seaweed_s3
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeper.data import StorageLocation
+from sweeper.storage import StorageLocation
 from sweeper.spec import DataSpec, FilesSource, SyntheticSource, TokenizerSpec
 
 

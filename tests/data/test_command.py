@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.data import StorageLocation, cache_name
+from sweeper.storage import StorageLocation
+from sweeper.data import cache_name
 from sweeper.data.tokenizer import load_pretrained
 from sweeper.spec import load_spec
 

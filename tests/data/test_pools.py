@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweeper.data import DataError, StorageLocation, find, open_pool, open_tokenizer, open_validation, prepare
+from sweeper.data import DataError, find, open_pool, open_tokenizer, open_validation, prepare
+from sweeper.storage import StorageLocation
 
 from .helpers import files_data, leftovers, numbered_lines, synthetic_data
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweeper.data import StorageLocation, open_pool, prepare
+from sweeper.storage import StorageLocation
+from sweeper.data import open_pool, prepare
 from sweeper.data.manifest import local_path, read_manifest
-from sweeper.data.storage import sha256_file
+from sweeper.data.cache import sha256_file
 
 from .helpers import S3Server, files_data, numbered_lines
 

@@ -10,7 +10,8 @@ import boto3
 import numpy as np
 import pytest
 
-from sweeper.data import DataError, StorageLocation, cache_name, open_pool, open_validation, prepare
+from sweeper.data import DataError, cache_name, open_pool, open_validation, prepare
+from sweeper.storage import StorageLocation
 from sweeper.spec import DataSpec, FilesSource
 
 from .helpers import S3Server, files_data, gpt2, numbered_lines, synthetic_data

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweeper.data import DataError, StorageLocation, open_pool, open_tokenizer, open_validation, prepare
+from sweeper.data import DataError, open_pool, open_tokenizer, open_validation, prepare
+from sweeper.storage import StorageLocation
 from sweeper.data.sources import document_batches
 from sweeper.spec import BundledSource, DataSpec, FilesSource, HFSource
 

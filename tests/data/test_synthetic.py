@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweeper.data import StorageLocation, entropy_rate_nats, open_pool, prepare
+from sweeper.storage import StorageLocation
+from sweeper.data import entropy_rate_nats, open_pool, prepare
 from sweeper.data.synthetic import as_text, build, documents
-from sweeper.schema import FieldError
+from sweeper.spec.schema import FieldError
 from sweeper.spec import SyntheticSource
 
 from .helpers import synthetic_data

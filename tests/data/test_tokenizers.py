@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweeper.data import DataError, StorageLocation, open_pool, open_tokenizer, open_validation, prepare
+from sweeper.data import DataError, open_pool, open_tokenizer, open_validation, prepare
+from sweeper.storage import StorageLocation
 from sweeper.data.tokenizer import _bundled_gpt2, load_pretrained
 from sweeper.spec import BundledSource, DataSpec, TokenizerSpec
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from sweeper.fit import laws
-from sweeper.fit.analysis import FitOptions, analyse
+from sweeper.fit.analysis import analyse
 from sweeper.fit.laws import STEP1_NAMES
+from sweeper.fit.results import FitOptions
 from sweeper.fit.table import Observations
 
 from .synthetic import AR_TRUTH, MDM_TRUTH, draw, join, observations

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sweeper.console import UserError, fail
-from sweeper.fit import command
+from sweeper.cli import fit as command
 from sweeper.fit.table import Observations
 
 from .synthetic import AR_TRUTH, MDM_TRUTH, draw, join
@@ -22,7 +22,7 @@ FAST = ["--bootstrap", "12", "--cv-folds", "4"]
 
 
 def main(argv: list[str]) -> int:
-    """The CLI's contract (sweeper/cli.py): parse, run the handler, a UserError exits 2."""
+    """The CLI's contract (sweeper/cli/): parse, run the handler, a UserError exits 2."""
     parser = argparse.ArgumentParser(prog="sweeper")
     command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
@@ -191,7 +191,7 @@ def test_report_of_one_family_says_what_it_could_not_draw(tmp_path: Path) -> Non
 
 def test_registering_the_commands_imports_nothing_heavy() -> None:
     code = ("import argparse, sys\n"
-            "import sweeper.fit.command as command\n"
+            "import sweeper.cli.fit as command\n"
             "command.register(argparse.ArgumentParser().add_subparsers())\n"
             "heavy = {'numpy', 'scipy', 'matplotlib', 'torch', 'ray'} & set(sys.modules)\n"
             "assert not heavy, heavy\n")
@@ -201,8 +201,8 @@ def test_registering_the_commands_imports_nothing_heavy() -> None:
 def test_the_sweeper_command_registers_fit_and_report() -> None:
     from sweeper import cli
 
-    if "sweeper.fit.command" not in cli.COMMAND_MODULES:
-        pytest.skip("sweeper/cli.py does not list sweeper.fit.command yet")
+    if command not in cli.COMMAND_MODULES:
+        pytest.skip("sweeper/cli.py does not list sweeper.cli.fit yet")
     parser = cli.build_parser()
     assert parser.parse_args(["fit", "--from-csv", "x.csv"]).handler is command.run_fit
     assert parser.parse_args(["report", "--from-csv", "x.csv", "--out", "r"]).handler \
@@ -210,19 +210,19 @@ def test_the_sweeper_command_registers_fit_and_report() -> None:
 
 
 def test_the_fit_package_imports_neither_the_driver_nor_torch_nor_ray() -> None:
-    """DESIGN.md's layers: fit sits below the driver (sweeper.run) and never needs torch or ray."""
+    """DESIGN.md's layers: fit sits below the driver (sweeper.driver.sweep) and never needs torch or ray."""
     code = ("import sys, pathlib, importlib\n"
             "for path in sorted(pathlib.Path('sweeper/fit').glob('*.py')):\n"
             "    importlib.import_module('sweeper.fit.' + path.stem if path.stem != '__init__' "
             "else 'sweeper.fit')\n"
-            "print(sorted(m for m in ('sweeper.run', 'torch', 'ray') if m in sys.modules))")
+            "print(sorted(m for m in ('sweeper.driver.sweep', 'torch', 'ray') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, cwd=Path(__file__).resolve().parents[2])
     assert result.stdout.strip() == "[]"
     # the command handlers import lazily: no source line may reach for the driver either
     for path in (Path(__file__).resolve().parents[2] / "sweeper" / "fit").glob("*.py"):
         text = path.read_text(encoding="utf-8")
-        assert "from sweeper.run import" not in text and "import sweeper.run" not in text, path
+        assert "from sweeper.driver.sweep import" not in text and "import sweeper.driver.sweep" not in text, path
 
 
 def test_column_options_end_in_one_sentence_and_exit_two(

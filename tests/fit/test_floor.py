@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from sweeper.data.synthetic import entropy_rate_nats
-from sweeper.fit import analysis, command, render, report
+from sweeper.cli import fit as command
+from sweeper.fit import analysis, render, report
 from sweeper.spec import SyntheticSource, TokenizerSpec
 
 from .synthetic import AR_TRUTH, MDM_TRUTH, draw, join

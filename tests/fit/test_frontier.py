@@ -10,7 +10,8 @@ import pytest
 from scipy.optimize import brentq, minimize_scalar
 
 from sweeper.fit import frontier, laws
-from sweeper.fit.analysis import FitOptions, analyse
+from sweeper.fit.analysis import analyse
+from sweeper.fit.results import FitOptions
 
 from .synthetic import AR_TRUTH, BUDGETS, EPOCHS, MDM_TRUTH, PARAMS, draw, join
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweeper.commands.run_commands import RESULT_COLUMNS, finished_rows
+from sweeper.tracking.results import RESULT_COLUMNS, finished_rows
 from sweeper.fit import laws, render
 from sweeper.plan import plan_sweep
 from sweeper.profile import load_profile

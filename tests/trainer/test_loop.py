@@ -137,6 +137,13 @@ def test_resume_refuses_a_checkpoint_of_another_trial(tmp_path: Path) -> None:
     train(tiny_config(micro_batch=4), POOL, VAL, Recorder(), resume_from=latest_checkpoint(tmp_path))
 
 
+def test_resume_refuses_another_precision(tmp_path: Path) -> None:
+    # precision is in the trial id: a curve continued in another precision is another experiment
+    train(tiny_config(), POOL, VAL, Recorder(), checkpoint_dir=str(tmp_path), max_steps=2)
+    with pytest.raises(ValueError, match="fields precision differ"):
+        train(tiny_config(precision="bf16"), POOL, VAL, Recorder(), resume_from=latest_checkpoint(tmp_path))
+
+
 def test_gradient_accumulation_matches_one_big_micro_batch() -> None:
     one, two = Recorder(), Recorder()
     train(tiny_config(micro_batch=16), POOL, VAL, one)

@@ -1,0 +1,205 @@
+"""The driver's view of a running sweep: every Tune result goes to MLflow and to the screen.
+
+`SweepCallback` is the only MLflow writer of a sweep (trials report to the driver through Tune),
+so a sqlite store never sees two writers. On a terminal it keeps a live rich view of the trials
+(pending / running / finished / failed), tokens and FLOPs done against the plan, elapsed time
+against the estimate; when stdout is not a terminal it prints plain log lines instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.live import Live
+from rich.table import Table
+
+from ray.tune import Callback
+
+from sweeper.console import console, is_terminal
+from sweeper.tracking import TrialLog, Tracking, flatten, provenance
+from sweeper.trial import training_flops
+from sweeper.units import fmt_count, fmt_duration, fmt_sci
+from sweeper.driver.worker import FAILURE_KEY, NODE_KEY, RESUMED_KEY
+
+PLAIN_LOG_EVERY_S = 30.0
+
+
+@dataclass(slots=True)
+class TrialState:
+    trial: Any  # the planned sweeper.plan.Trial
+    state: str = "pending"  # pending, running, retrying, finished, failed, killed
+    tokens: int = 0
+    val_loss: float | None = None
+    reason: str | None = None
+    log: TrialLog | None = None
+    node: str | None = None
+    nodes: list[str] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class SweepCallback(Callback):
+    tracking: Tracking
+    parent_run_id: str
+    trials: Mapping[str, Any]  # id -> planned Trial, only those this run trains
+    extra_tags: Mapping[str, str]  # data manifest fingerprint, unique_tokens_actual per U, ...
+    metric_names: frozenset[str]
+    estimate_s: float
+    fresh: frozenset[str] = frozenset()  # `--rerun` ids: a new run each, from step 0
+    started: float = field(default_factory=time.monotonic)
+    states: dict[str, TrialState] = field(default_factory=dict)
+    live: Live | None = None
+    last_plain: float = 0.0
+
+    def __post_init__(self) -> None:
+        Callback.__init__(self)
+        self.states = {trial_id: TrialState(trial) for trial_id, trial in self.trials.items()}
+        self.versions = provenance()
+
+    # --- Tune hooks -----------------------------------------------------------------------------
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        state = self._state(trial)
+        if state.log is None:
+            planned = state.trial
+            tags = {"family": planned.family, "model": planned.model.name, "num_params": planned.num_params,
+                    "unique_tokens": planned.unique_tokens, "epochs": planned.epochs, "tokens": planned.tokens,
+                    "flops": planned.flops, "sweeper.sweep": self.extra_tags.get("sweeper.sweep", ""),
+                    **self.versions, **{k: v for k, v in self.extra_tags.items() if not k.startswith("pool.")},
+                    "unique_tokens_actual": self.extra_tags.get(f"pool.{planned.unique_tokens}", "")}
+            params = flatten({"family": planned.family, "model": {"name": planned.model.name,
+                                                                  **planned.model.dimensions()},
+                              "unique_tokens": planned.unique_tokens, "epochs": planned.epochs,
+                              "tokens": planned.tokens, "steps": planned.steps, "train": planned.train,
+                              "data": planned.data})
+            state.log = self.tracking.open_trial(trial_id=planned.id, run_name=planned.name,
+                                                 parent_run_id=self.parent_run_id, tags=tags, params=params,
+                                                 fresh=planned.id in self.fresh)
+        state.state = "running"
+        self._say(f"started {state.trial.name} ({state.trial.id})")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        state = self._state(trial)
+        if FAILURE_KEY in result:
+            state.reason = str(result[FAILURE_KEY])
+            return
+        if NODE_KEY in result and state.log is not None and result[NODE_KEY] != state.node:
+            # The Ray node it runs on; a trial that resumed elsewhere keeps the list of its nodes.
+            state.node = str(result[NODE_KEY])
+            state.nodes.append(state.node)
+            state.log.set_tags({"node": state.node, "nodes": ",".join(state.nodes),
+                                "node_ip": str(result.get("node_ip", "")), "hostname": str(result.get("hostname", ""))})
+        if "tokens" not in result or state.log is None:
+            return
+        if RESUMED_KEY in result:
+            state.log.set_tags({"sweeper.resumed_at_tokens": int(result[RESUMED_KEY])})
+            self._say(f"resumed {state.trial.name} from its checkpoint at {fmt_count(result[RESUMED_KEY])} tokens")
+        step = int(result["tokens"])
+        state.tokens = step
+        if "val/loss" in result:
+            state.val_loss = float(result["val/loss"])
+        state.log.log({k: v for k, v in result.items() if k in self.metric_names and k != "tokens"}, step)
+        self._refresh()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        state = self._state(trial)
+        state.state = "retrying"
+        if state.log is not None:
+            state.log.flush()
+        self._say(f"retrying {state.trial.name} from its last checkpoint")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        state = self._state(trial)
+        self._close(state, "failed" if state.reason else "finished")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        state = self._state(trial)
+        state.reason = state.reason or _error_summary(trial)
+        self._close(state, "failed")
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def close_open(self, state_name: str = "killed") -> None:
+        """Runs still open when the driver stops (Ctrl-C, `sweeper stop`) end KILLED: resumable."""
+        for state in self.states.values():
+            if state.log is not None and state.state in ("running", "retrying"):
+                self._close(state, state_name)
+
+    def _close(self, state: TrialState, outcome: str) -> None:
+        state.state = outcome
+        if state.log is not None:
+            state.log.finish({"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}[outcome],
+                             state.reason)
+        loss = f", val loss {state.val_loss:.4f}" if state.val_loss is not None else ""
+        reason = f": {state.reason}" if state.reason else ""
+        self._say(f"{outcome} {state.trial.name} ({state.trial.id}){loss}{reason}")
+
+    def _state(self, trial: Any) -> TrialState:
+        return self.states[trial.config["sweeper"]["trial_id"]]
+
+    def counts(self) -> dict[str, int]:
+        out = {name: 0 for name in ("pending", "running", "retrying", "finished", "failed", "killed")}
+        for state in self.states.values():
+            out[state.state] += 1
+        return out
+
+    # --- display --------------------------------------------------------------------------------
+
+    def __enter__(self) -> SweepCallback:
+        if is_terminal():
+            self.live = Live(self.view(), console=console, refresh_per_second=2, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.update(self.view())
+            self.live.__exit__(*exc)
+            self.live = None
+
+    def _say(self, line: str) -> None:
+        (console if self.live is None else self.live.console).print(line, markup=False, highlight=False)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self.view())
+        elif time.monotonic() - self.last_plain > PLAIN_LOG_EVERY_S:
+            self.last_plain = time.monotonic()
+            console.print(self.summary_line())
+
+    def summary_line(self) -> str:
+        counts = self.counts()
+        done_tokens = sum(min(s.tokens, s.trial.tokens) for s in self.states.values())
+        planned_tokens = sum(s.trial.tokens for s in self.states.values()) or 1
+        done_flops = sum(training_flops(s.trial.num_params, min(s.tokens, s.trial.tokens))
+                         for s in self.states.values())
+        planned_flops = sum(s.trial.flops for s in self.states.values())
+        states = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        return (f"{states} · tokens {fmt_count(done_tokens)}/{fmt_count(planned_tokens)} "
+                f"({done_tokens / planned_tokens:.0%}) · FLOPs {fmt_sci(done_flops or 0)}/{fmt_sci(planned_flops)} · "
+                f"{fmt_duration(time.monotonic() - self.started)} elapsed, ≈{fmt_duration(self.estimate_s)} estimated")
+
+    def view(self) -> Table:
+        table = Table(title=self.summary_line(), title_justify="left", header_style="bold")
+        for column in ("trial", "id", "state", "tokens", "val loss"):
+            table.add_column(column, no_wrap=True)
+        active = [s for s in self.states.values() if s.state in ("running", "retrying")]
+        for state in active[:16]:
+            progress = f"{fmt_count(state.tokens)}/{fmt_count(state.trial.tokens)}"
+            loss = f"{state.val_loss:.4f}" if state.val_loss is not None else ""
+            table.add_row(state.trial.name, state.trial.id, state.state, progress, loss)
+        return table
+
+
+def _error_summary(trial: Any) -> str:
+    """The last line of the trial's error file: the exception that ended it."""
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()] if path else []
+    except OSError:
+        lines = []
+    return lines[-1].strip()[:1000] if lines else "the trial's worker failed"

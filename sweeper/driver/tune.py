@@ -1,0 +1,185 @@
+"""The sweep on Ray Tune: one Tune trial per sweeper trial, its resources, and the run's outcome."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from sweeper.console import console
+from sweeper.driver.stop import STOP_FILE, StopWatcher, claim_driver
+from sweeper.plan import Trial
+from sweeper.profile import Profile
+from sweeper.spec import SweepSpec
+from sweeper.storage import experiment_folder, sweep_dir, trial_dir
+from sweeper.tracking import Tracking
+from sweeper.tracking.results import Selection
+
+
+def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tracking, parent: str, data: Any,
+          root: str, estimate_s: float, *, in_cluster: bool, fresh: frozenset[str] = frozenset()) -> int:
+    import torch  # noqa: F401  (torch before Ray: Ray first can break torch's oneMKL loading)
+
+    # Our own view and MLflow replace Tune's console reporter and its TensorBoard and CSV files;
+    # its result.json per trial stays (added below), for Tune's own bookkeeping and for debugging.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Many short trials finishing together trip Tune's checkpoint-sync warning; it is harmless here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if profile.ray.address == "embedded" and not in_cluster:
+        # In-process and bound to loopback: Ray's token auth guards nothing here. Set before Ray is
+        # imported, which reads it once: a shell with RAY_AUTH_MODE=token (say, one that sourced a
+        # cluster's env.sh) would otherwise leave this driver and its workers disagreeing.
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+    import ray
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from sweeper.driver.progress import SweepCallback
+    from sweeper.trainer import METRICS
+    from sweeper.driver.worker import run_trial
+
+    from sweeper.storage import filesystem_for
+
+    hardware = profile.hardware
+    endpoint = profile.storage_endpoint()
+    # The planner's TrialConfig goes to the worker as it is (Ray pickles it); the rest says where it
+    # runs. Tune holds objects in a config as placeholders until a trial is added, so what Tune itself
+    # reads (the trial's name and folder) is the plain `trial_id`.
+    payloads = [{
+        "trial_id": t.id,
+        "trial_config": t.config,
+        **trial_resources(t),
+        "data": data.location,
+        "trial_dir": trial_dir(root, spec.experiment, t.id),
+        "storage_endpoint": endpoint,
+    } for t in selection.to_run]
+    spans_devices = any(t.sizing.devices > 1 for t in selection.to_run)
+
+    address = profile.ray.address
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if in_cluster:
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), **quiet)  # the job's own cluster
+    elif address == "embedded":
+        # On CPUs the trial slots are all the CPUs Ray sees, plus one for the Train drivers of trials
+        # over several processes (TRAIN_DRIVER_RESOURCES each): workers take whole CPUs, and with a
+        # driver running that extra CPU is never whole, so the workers still get exactly the slots.
+        cpus = hardware.devices_per_node * hardware.cpus_per_trial + (1 if spans_devices else 0)
+        ray.init(address="local", include_dashboard=False, **quiet,
+                 num_cpus=cpus if hardware.accelerator == "cpu" else None)
+    else:
+        ray.init(address=profile.ray_address(), **quiet)
+
+    # Tune takes S3 storage as a filesystem (which knows the endpoint) and a path without s3://.
+    filesystem, storage_path = filesystem_for(root, endpoint) if root.startswith("s3://") else (None, root)
+    trainable = tune.with_resources(run_trial, lambda config: tune.PlacementGroupFactory(
+        [config["sweeper"]["resources"]]))
+    callback = SweepCallback(tracking=tracking, parent_run_id=parent,
+                             trials={t.id: t for t in selection.to_run}, extra_tags=data.tags,
+                             metric_names=frozenset(METRICS), estimate_s=estimate_s, fresh=fresh)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"sweeper": tune.grid_search(payloads)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials(profile, selection.to_run),
+                                    # A new worker process per trial costs ~3.5 s (actor start, imports):
+                                    # 12% of a 30 s trial (benchmarks/ray_overhead.py). Trials with the
+                                    # same resources run in one process in turn (run_trial starts clean).
+                                    reuse_actors=True,
+                                    trial_name_creator=lambda t: t.config["sweeper"]["trial_id"],
+                                    trial_dirname_creator=lambda t: t.config["sweeper"]["trial_id"]),
+        run_config=tune.RunConfig(name=experiment_folder(spec.experiment), storage_path=storage_path, storage_filesystem=filesystem,
+                                  verbose=0,
+                                  callbacks=[callback, JsonLoggerCallback()],
+                                  failure_config=tune.FailureConfig(max_failures=profile.retries),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                  progress_reporter=None),
+    )
+    # Tune's own farewell on Ctrl-C or `sweeper stop` ("Resume experiment with: Tuner.restore(...)")
+    # is not how a sweep resumes; _report says how.
+    logging.getLogger("ray.tune.tune").addFilter(_drop_tune_resume_hint)
+    watcher = StopWatcher(f"{sweep_dir(root, spec.experiment)}/{STOP_FILE}", endpoint)
+    driver_file = claim_driver(root, spec.experiment)
+    status = "FINISHED"
+    try:
+        with callback, watcher:
+            tuner.fit()
+    except KeyboardInterrupt:
+        status = "KILLED"
+    finally:
+        callback.close_open("killed")
+        driver_file.unlink(missing_ok=True)
+        ray.shutdown()
+    counts = callback.counts()
+    if counts["killed"] or counts["pending"]:
+        status = "KILLED"
+    elif counts["failed"]:
+        status = "FAILED"
+    tracking.finish_sweep(parent, status)
+    return _report(callback, status)
+
+
+
+TUNE_RESUME_HINTS = ("Tuner.restore", "Resume experiment with", "Resume training with", "Stop signal received",
+                     "Trials did not complete")
+
+
+
+def _drop_tune_resume_hint(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(hint in message for hint in TUNE_RESUME_HINTS)
+
+
+
+# What the Tune trial of a trial over several devices reserves: it only drives the trial's Ray Train
+# run, whose workers reserve the devices and CPUs themselves, so nothing is counted twice. Tune needs
+# some resource to place a trial; a hundredth of a CPU leaves the workers all but nothing to wait for.
+TRAIN_DRIVER_RESOURCES = {"CPU": 0.01}
+
+
+
+def trial_resources(trial: Trial) -> dict[str, Any]:
+    """The payload keys that say where a trial runs: Tune's reservation, and for a trial over several
+    devices its Ray Train workers, each with an equal part of the trial's resources (a GPU each)."""
+    resources, workers = dict(trial.sizing.resources), trial.sizing.devices
+    if workers == 1:
+        return {"resources": resources, "workers": 1, "threads": resources.get("CPU", 1)}
+    per_worker = {name: amount / workers for name, amount in resources.items()}
+    return {"resources": dict(TRAIN_DRIVER_RESOURCES), "workers": workers, "worker_resources": per_worker,
+            "threads": per_worker.get("CPU", 1)}
+
+
+
+def max_concurrent_trials(profile: Profile, trials: Sequence[Trial]) -> int:
+    """How many trials Tune runs at once: the profile's concurrency, and for sweeps with trials over
+    several devices at most as many as the devices hold.
+
+    A trial on one device (or a share of one) reserves it in its own Tune placement group, so Tune's
+    accounting already keeps those within the hardware. A trial over several devices reserves almost
+    nothing in Tune (TRAIN_DRIVER_RESOURCES), while Ray Train reserves all its workers at once or
+    none, so no trial ever holds devices while it waits for more (no deadlock); but Tune would start
+    more such trials than the devices hold, each then idling until its workers fit. So the cap is
+    also the number of trials that fit on all the devices together when each holds what the
+    narrowest trial holds (devices x share): exact when the trials are alike (every trial of a CPU
+    profile with processes_per_trial), and never below what the single-device trials of a mixed
+    sweep can use, whose wider trials then wait in Train without holding anything.
+    """
+    if not any(t.sizing.devices > 1 for t in trials):
+        return profile.concurrency
+    narrowest = min(t.sizing.devices * t.sizing.device_share for t in trials)
+    return max(1, min(profile.concurrency, int(profile.hardware.total_devices // narrowest)))
+
+
+
+def _report(callback: Any, status: str) -> int:
+    from rich.markup import escape
+
+    counts = callback.counts()
+    console.print(callback.summary_line())
+    failed = [s for s in callback.states.values() if s.state == "failed"]
+    for state in failed:
+        console.print(f"[red]failed[/] {state.trial.name} ({state.trial.id}): {escape(str(state.reason))}")
+    if status == "KILLED":
+        console.print(f"stopped: {counts['killed'] + counts['pending']} trials not finished; "
+                      "run the same command again to resume them from their checkpoints")
+    return 0 if status == "FINISHED" else 1

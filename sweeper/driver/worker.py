@@ -1,0 +1,300 @@
+"""One trial inside Ray Tune: take the planned TrialConfig, open the data, resume, train, report.
+
+Checkpoints go to Tune (`tune.report(..., checkpoint=tune.Checkpoint)`), which persists them under
+`{storage}/{experiment}/{trial_id}/` (the trial's folder is named by its id). A retry inside one
+Tuner gets the latest back from `tune.get_checkpoint()`; a later Tuner (the sweep run again after
+a crash or Ctrl-C) finds the same folder by the trial id and resumes from the checkpoint with the
+highest step, read from each checkpoint's small metadata file. A deterministic failure (a diverged
+loss, out of memory) is reported as a result carrying `sweeper/failure` and ends the trial without
+raising, so Tune does not retry what would fail the same way; anything else raises and Tune
+retries it from the last checkpoint up to the profile's limit.
+
+A trial that spans several devices (`workers` > 1 in its payload: a model whose state does not fit
+one GPU, or a CPU profile's `processes_per_trial`) runs as a Ray Train `TorchTrainer` launched from
+its Tune trial, the pattern Ray recommends for Train inside Tune: the Tune trial is then only the
+driver of the Train run, and each of its workers opens the data, restores the same checkpoint and
+runs the trainer's DDP/FSDP path in the process group Train started. Results reach Tune through
+`TuneReportCallback`, so the driver's MLflow logging sees the same results as from one process;
+Train persists the checkpoints into the trial's own folder (the Train run is named by the trial id
+under the experiment's folder) with the same metadata, so resuming works the same either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+FAILURE_KEY = "sweeper/failure"
+RESUMED_KEY = "sweeper/resumed_at_tokens"
+NODE_KEY = "sweeper/node_id"  # the Ray node a trial (re)started on (rank 0's), in its first result there
+PROCESSES_KEY = "sweeper/processes"  # how many processes train it, in the same first result
+CHECKPOINT_METADATA = ".metadata.json"  # written by Checkpoint.set_metadata
+# Every ray.train.report waits until Train's controller polls the workers, every 2 s by default; a
+# trial reports up to ~100 train points besides its evaluations, so its Train run polls faster.
+TRAIN_POLL_INTERVAL_S = "0.1"
+
+
+class TerminalFailure(RuntimeError):
+    """A deterministic trial failure (a TrialFailure with `retryable` False) on a Train worker, as a
+    plain exception: the trainer's own failure types take several constructor arguments and do not
+    survive the pickling that carries a worker's error back to the Train run's driver."""
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """The Ray Tune function trainable. `config["sweeper"]` holds the trial's payload: the planned
+    TrialConfig as the planner made it (`trial_config`, an object: Ray pickles it), with where the
+    trial runs beside it (its resources and threads, its data, its folder in storage)."""
+    import torch  # before anything that might import Ray's native libraries again
+
+    payload = config["sweeper"]
+    if payload.get("workers", 1) > 1:
+        _drive_train_run(payload)
+        return
+
+    from ray import tune
+
+    trial_config = payload["trial_config"]
+    torch.set_num_threads(max(1, int(payload["threads"])))
+    if trial_config.compile:
+        # Tune runs trials in turn in one process (reuse_actors): an earlier trial's compiled
+        # graphs must neither linger nor count against dynamo's recompile limit.
+        torch._dynamo.reset()
+    train_tokens, val_tokens = open_data(payload)
+    scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-{trial_config.trial_id}-"))
+    try:
+        resume_from = restore(scratch / "restored", payload["trial_dir"], payload.get("storage_endpoint"))
+        reporter = TrialReporter(resume_from, tune.Checkpoint,
+                                 lambda metrics, checkpoint: tune.report(metrics, checkpoint=checkpoint))
+        failure = train_to_the_end(trial_config, train_tokens, val_tokens, reporter, scratch, resume_from)
+        if failure is not None:
+            tune.report({FAILURE_KEY: failure})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        release_device_memory()
+
+
+def train_to_the_end(trial_config: Any, train_tokens: Any, val_tokens: Any, reporter: Callable[..., None],
+                     scratch: Path, resume_from: str | None) -> str | None:
+    """Train the trial, checkpointing under `scratch`. A deterministic failure (a TrialFailure that
+    is not `retryable`: a diverged loss, out of memory) is returned as its message, for the caller to
+    end the trial with and Ray not to retry; any other failure raises, so Ray retries the trial from
+    its last checkpoint."""
+    from sweeper.trainer import TrialFailure, train
+
+    try:
+        train(trial_config, train_tokens, val_tokens, reporter, checkpoint_dir=str(scratch / "checkpoints"),
+              resume_from=resume_from)
+    except TrialFailure as failure:
+        if failure.retryable:
+            raise
+        return str(failure)
+    return None
+
+
+def release_device_memory() -> None:
+    """Return the finished trial's cached CUDA blocks to the device. Tune runs trials in turn in
+    one reused process, and PyTorch's caching allocator keeps what a trial freed reserved for that
+    process, so a next trial of another shape, or another process sharing the GPU, would find the
+    memory taken. A no-op without CUDA."""
+    import gc
+
+    import torch
+
+    gc.collect()  # the trial's model and optimizer may sit in reference cycles
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class TrialReporter:
+    """The trainer's reporter under Ray: the trainer's metrics, plus in the first result the node and
+    the resume point, and each new checkpoint with its step and tokens as metadata (which
+    `latest_persisted` reads). `send(metrics, checkpoint or None)` is tune.report for a trial in
+    one process, ray.train.report on rank 0 of a Train run."""
+
+    def __init__(self, resume_from: str | None, checkpoint_type: Any,
+                 send: Callable[[dict[str, Any], Any], None], processes: int = 1) -> None:
+        self.resume_from, self.checkpoint_type, self.send = resume_from, checkpoint_type, send
+        self.processes = processes
+        self.first = True
+
+    def __call__(self, metrics: dict[str, float], written: str | None) -> None:
+        out: dict[str, Any] = dict(metrics)
+        if self.first:  # the first point says where the trial runs, and where it resumed
+            import ray
+
+            out[NODE_KEY] = ray.get_runtime_context().get_node_id()
+            out[PROCESSES_KEY] = self.processes
+            if self.resume_from is not None:
+                out[RESUMED_KEY] = metrics["tokens"]
+            self.first = False
+        if written is None or written == self.resume_from:
+            # resumed at the very end: the final point again, from a checkpoint already stored
+            self.send(out, None)
+            return
+        checkpoint = self.checkpoint_type.from_directory(written)
+        checkpoint.set_metadata({"step": int(Path(written).name.removeprefix("step_")),
+                                 "tokens": int(metrics["tokens"])})
+        self.send(out, checkpoint)
+
+
+def _drive_train_run(payload: dict[str, Any]) -> None:
+    """The Tune trial of a trial over several devices: the driver of its Ray Train run."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from sweeper.storage import filesystem_for
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_POLL_INTERVAL_S)  # read by Train's controller
+    endpoint = payload.get("storage_endpoint")
+    filesystem, trial_path = filesystem_for(payload["trial_dir"], endpoint)
+    experiment_path, trial_id = trial_path.rsplit("/", 1)
+    resources = dict(payload["worker_resources"])
+    trainer = TorchTrainer(
+        _train_worker,
+        # Resolved once here, so that every worker restores the same checkpoint.
+        train_loop_config={"payload": payload, "resume": latest(payload["trial_dir"], endpoint)},
+        scaling_config=ray.train.ScalingConfig(num_workers=int(payload["workers"]), use_gpu="GPU" in resources,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            # The Train run's folder is the Tune trial's: its checkpoints land where latest_persisted
+            # looks, and a retried or later run of the trial finds Train's own record of them there.
+            name=trial_id, storage_path=experiment_path, storage_filesystem=filesystem,
+            callbacks=[TuneReportCallback()],
+            # A failed worker fails the Train run, so Tune retries the whole trial from its last
+            # checkpoint: one retry budget (the profile's `retries`) for every kind of trial, and the
+            # driver's view sees each retry and each resume as it does for one process.
+            failure_config=ray.train.FailureConfig(max_failures=0),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+    try:
+        trainer.fit()
+    except ray.train.WorkerGroupError as error:
+        terminal = [str(e) for e in error.worker_failures.values() if isinstance(e, TerminalFailure)]
+        if not terminal:
+            raise
+        tune.report({FAILURE_KEY: terminal[0]})
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """One process of a trial over several devices, in the process group Ray Train started (gloo on
+    CPUs, nccl on GPUs), which the trainer joins."""
+    import torch
+    import torch.distributed as dist
+
+    import ray.train
+    import ray.train.torch
+
+    payload = loop_config["payload"]
+    torch.set_num_threads(max(1, int(payload["threads"])))
+    trial_config = payload["trial_config"]
+    if trial_config.device != "cpu":  # this worker's GPU among those Train shows it
+        trial_config = dataclasses.replace(trial_config, device=str(ray.train.torch.get_device()))
+    rank = ray.train.get_context().get_world_rank()
+    train_tokens, val_tokens = open_data(payload)
+    scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-{trial_config.trial_id}-{rank}-"))
+    try:
+        saved = loop_config["resume"]
+        resume_from = saved.to_directory(str(scratch / "restored")) if saved is not None else None
+        # called on rank 0 only; the size of the process group the trainer joined, not the one asked for
+        reporter = TrialReporter(resume_from, ray.train.Checkpoint, _lead_report,
+                                 processes=dist.get_world_size())
+        follower = None
+        if rank != 0:
+            follower = threading.Thread(target=_follow_reports, name="sweeper-report-follower", daemon=True)
+            follower.start()
+        failure = train_to_the_end(trial_config, train_tokens, val_tokens, reporter, scratch, resume_from)
+        if failure is not None:
+            raise TerminalFailure(failure)
+        # After a failure the followers are left waiting: Train ends the whole worker group then.
+        if rank == 0:
+            _broadcast(False)
+        elif follower is not None:
+            follower.join()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ray.train.report is a collective: every worker of the run calls it, and Train hands rank 0's metrics
+# (and its checkpoint) on to Tune. The trainer reports from rank 0 only, so on every other rank a
+# follower thread takes part in each report of rank 0, which first tells them by a broadcast
+# whether a report follows (True) or training is over (False).
+
+def _broadcast(more: bool | None) -> bool:
+    from ray.train import collective
+
+    return bool(collective.broadcast_from_rank_zero(more))
+
+
+def _lead_report(metrics: dict[str, Any], checkpoint: Any) -> None:
+    import ray.train
+
+    _broadcast(True)
+    ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _follow_reports() -> None:
+    import ray.train
+
+    while _broadcast(None):
+        ray.train.report({})
+
+
+def restore(target: Path, trial_dir: str, endpoint: str | None = None) -> str | None:
+    """A local copy of the latest checkpoint of this trial, from this Tuner or an earlier one."""
+    checkpoint = latest(trial_dir, endpoint)
+    if checkpoint is None:
+        return None
+    return checkpoint.to_directory(str(target))
+
+
+def latest(trial_dir: str, endpoint: str | None = None) -> Any:
+    """The trial's latest checkpoint: Tune's own in a retry, else the highest step in storage."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    return checkpoint if checkpoint is not None else latest_persisted(trial_dir, endpoint)
+
+
+def latest_persisted(trial_dir: str, endpoint: str | None = None) -> Any:
+    """The checkpoint with the highest step under the trial's folder in storage, or None."""
+    import pyarrow.fs
+
+    from ray import tune
+
+    from sweeper.storage import filesystem_for
+
+    filesystem, root = filesystem_for(trial_dir, endpoint)
+    try:
+        entries = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    except FileNotFoundError:
+        return None
+    best: tuple[int, str] | None = None
+    for entry in entries:
+        if entry.type != pyarrow.fs.FileType.Directory or not entry.base_name.startswith("checkpoint_"):
+            continue
+        try:
+            with filesystem.open_input_stream(f"{entry.path}/{CHECKPOINT_METADATA}") as stream:
+                step = int(json.loads(stream.read())["step"])
+        except (OSError, ValueError, KeyError):
+            continue  # a checkpoint still being written, or not one of ours
+        if best is None or step > best[0]:
+            best = (step, entry.path)
+    if best is None:
+        return None
+    return tune.Checkpoint(path=best[1], filesystem=filesystem)
+
+
+def open_data(payload: dict[str, Any]) -> tuple[Any, Any]:
+    """The trial's pool (exactly U tokens, memory-mapped) and the validation tokens."""
+    from sweeper.data import open_pool, open_validation
+
+    location = payload["data"]
+    return open_pool(location, payload["trial_config"].unique_tokens), open_validation(location)

@@ -1,0 +1,142 @@
+"""C_crit: the compute beyond which masked diffusion ('mdm') reaches a lower loss than
+autoregression ('ar') at a unique-data budget U, and the power law C_crit(U) through it.
+
+At each U with repeated-epoch rows, C_crit comes from the two fitted laws (with an interval from
+their paired bootstrap draws) and from the observed Pareto frontiers; `frontier` does the
+numerics. As in `analysis`, what the fits cannot support is skipped with a note, never raised.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sweeper.fit import bootstrap, frontier
+from sweeper.fit.fitter import law_from_vector
+from sweeper.fit.laws import STEP2_NAMES
+from sweeper.fit.results import SYMBOLS, CritLaw, CritPoint, Estimate, FamilyFit, FitOptions
+from sweeper.fit.table import Observations
+
+
+def compare(families: dict[str, FamilyFit], options: FitOptions,
+            notes: list[str]) -> tuple[tuple[CritPoint, ...], CritLaw | None, np.ndarray]:
+    """C_crit at each U, its law, and the bootstrap draws (resamples, U) behind its intervals;
+    nothing, with a note, where the families or their rows cannot give it."""
+    nothing = ((), None, np.empty((0, 0)))
+    if not {"ar", "mdm"} <= families.keys():
+        notes.append("C_crit not computed: it compares families 'ar' and 'mdm'; found "
+                     + ", ".join(f"'{name}'" for name in families))
+        return nothing
+    ar, mdm = families["ar"], families["mdm"]
+    budgets = tuple(sorted(set(ar.observations.repeated_unique_tokens())
+                           | set(mdm.observations.repeated_unique_tokens())))
+    if not budgets:
+        notes.append("C_crit not computed: no repeated-epoch rows, so no unique-data budget U "
+                     "to compare the families at")
+        return nothing
+    use_laws = ar.has_data_constrained_law and mdm.has_data_constrained_law
+    if not use_laws:
+        lacking = [fit.family for fit in (ar, mdm) if not fit.has_data_constrained_law]
+        notes.append(f"C_crit from the laws skipped: {', '.join(lacking)} has no full "
+                     "data-constrained law (E, A, B, α, β, R*_D and R*_N); observed frontiers only")
+    if use_laws:
+        vague = [f"{fit.family}'s {SYMBOLS[name]}" for fit in (ar, mdm)
+                 for name in STEP2_NAMES if fit.estimates[name].status == "unidentified"]
+        if vague:
+            notes.append(f"C_crit from the laws uses {', '.join(vague)} at its search bound "
+                         "(no decay seen), so it assumes repeats keep their full value")
+    points, draws = _crit_points(ar, mdm, budgets, use_laws, options)
+    c_crit = _crit_law(points, draws, options, notes)
+    return points, c_crit, draws
+
+
+def _family_rows_at(fit: FamilyFit, unique_tokens: float) -> Observations:
+    return fit.observations.select(fit.observations.unique_tokens == unique_tokens)
+
+
+def _crit_points(ar: FamilyFit, mdm: FamilyFit, budgets: tuple[float, ...], use_laws: bool,
+                 options: FitOptions) -> tuple[tuple[CritPoint, ...], np.ndarray]:
+    """C_crit at each U from the laws (with bootstrap draws) and from the observed frontiers."""
+    resamples = min(len(ar.draws), len(mdm.draws)) if use_laws else 0
+    draws = np.full((resamples, len(budgets)), np.nan)
+    points = []
+    for j, unique_tokens in enumerate(budgets):
+        reasons = []
+        rows_ar, rows_mdm = _family_rows_at(ar, unique_tokens), _family_rows_at(mdm, unique_tokens)
+        observed = frontier.empirical_critical_compute(rows_mdm.flops, rows_mdm.loss,
+                                                       rows_ar.flops, rows_ar.loss)
+        if observed.reason:
+            reasons.append(f"observed: {observed.reason}")
+        law_value, extrapolated, interval = None, False, None
+        if use_laws:
+            crossing = frontier.critical_compute(mdm.law, ar.law, unique_tokens)
+            law_value = crossing.flops
+            if crossing.reason:
+                reasons.append(f"laws: {crossing.reason}")
+            else:
+                used = np.concatenate([rows_ar.flops, rows_mdm.flops])
+                extrapolated = not (len(used) and used.min() <= law_value <= used.max())
+            for b in range(resamples):
+                if np.isfinite(ar.draws[b]).all() and np.isfinite(mdm.draws[b]).all():
+                    draws[b, j] = frontier.critical_compute(
+                        law_from_vector(mdm.draws[b]), law_from_vector(ar.draws[b]),
+                        unique_tokens, near=law_value).flops or np.nan
+            interval = bootstrap.percentile_interval(np.log(draws[:, j]), options.confidence)
+        points.append(CritPoint(
+            unique_tokens=unique_tokens,
+            law=Estimate(value=law_value,
+                         lo=None if interval is None else math.exp(interval.lo),
+                         hi=None if interval is None else math.exp(interval.hi),
+                         status="fitted" if law_value is not None else "skipped"),
+            empirical=observed.flops, extrapolated=extrapolated, reasons=tuple(reasons)))
+    return tuple(points), draws
+
+
+def _power_law(budgets: np.ndarray, values: np.ndarray, draws: np.ndarray,
+               options: FitOptions, regress: frontier.Regression) -> tuple[Estimate, Estimate]:
+    """A C_crit power law in one regression direction, with bootstrap intervals from `draws`
+    (rows of C_crit per U; rows with a missing U are left out)."""
+    line = frontier.fit_power_law(budgets, values, regress)
+    assert line is not None
+    used = np.isfinite(values)
+    complete = np.isfinite(draws[:, used]).all(axis=1) if draws.size else np.zeros(0, bool)
+    lines = [frontier.fit_power_law(budgets[used], row, regress)
+             for row in draws[complete][:, used]] if draws.size else []
+    coefficients = np.array([np.log(fit.coefficient) for fit in lines if fit is not None])
+    exponents = np.array([fit.exponent for fit in lines if fit is not None])
+    log_coefficient = bootstrap.percentile_interval(coefficients, options.confidence)
+    exponent = bootstrap.percentile_interval(exponents, options.confidence)
+    return (Estimate(value=line.coefficient,
+                     lo=None if log_coefficient is None else math.exp(log_coefficient.lo),
+                     hi=None if log_coefficient is None else math.exp(log_coefficient.hi),
+                     status="fitted"),
+            Estimate(value=line.exponent, lo=None if exponent is None else exponent.lo,
+                     hi=None if exponent is None else exponent.hi, status="fitted"))
+
+
+def _crit_law(points: tuple[CritPoint, ...], draws: np.ndarray, options: FitOptions,
+              notes: list[str]) -> CritLaw | None:
+    """The log-log line C_crit = coefficient · U^exponent, with bootstrap intervals: log U on
+    log C as the paper regresses it, and log C on log U beside it."""
+    budgets = np.array([p.unique_tokens for p in points])
+    from_laws = np.array([np.nan if p.law.value is None else p.law.value for p in points])
+    observed = np.array([np.nan if p.empirical is None else p.empirical for p in points])
+    if frontier.fit_power_law(budgets, from_laws) is not None:
+        used = np.isfinite(from_laws)
+        complete = np.isfinite(draws[:, used]).all(axis=1)
+        if len(draws) and complete.mean() < 0.9:
+            notes.append(f"C_crit law intervals use the {int(complete.sum())} of {len(draws)} "
+                         "resamples whose laws cross at every U")
+        coefficient, exponent = _power_law(budgets, from_laws, draws, options, "u_on_c")
+        return CritLaw(coefficient=coefficient, exponent=exponent, source="laws",
+                       c_on_u=_power_law(budgets, from_laws, draws, options, "c_on_u"))
+    if frontier.fit_power_law(budgets, observed) is None:
+        notes.append("no C_crit law: it needs a crossing at 2 or more unique-data budgets U")
+        return None
+    notes.append("C_crit law fitted to the observed frontiers (the fitted laws did not give "
+                 "crossings at 2 or more U); no interval")
+    empty = np.empty((0, len(budgets)))
+    coefficient, exponent = _power_law(budgets, observed, empty, options, "u_on_c")
+    return CritLaw(coefficient=coefficient, exponent=exponent, source="empirical",
+                   c_on_u=_power_law(budgets, observed, empty, options, "c_on_u"))

@@ -1,0 +1,251 @@
+"""The planner: spec + profile -> trials, each with the TrialConfig its trainer runs (every count a
+trial needs is fixed here, the how-settings from the profile). Pure, deterministic, no I/O.
+
+Each trial gets a stable id: the hash of the canonical resolved config of everything that
+determines the trained model and its recorded curve (family, model dimensions, data sources,
+tokenizer, U, tokens, validation set, every train hyperparameter, seed, precision), and nothing
+about how or where it runs (resources, micro-batch, compile, device, tracking, profile). So
+`25M` and `25000000`, key order and formatting give the same id under every profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import heapq
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sweeper.spec.grid import Point
+from sweeper.spec.expand import expand
+from sweeper.spec.presets import ModelSpec, num_params, num_params_actual
+from sweeper.profile import Hardware, Profile
+from sweeper.spec.schema import FieldError, plain
+from sweeper.plan.sizing import Sizing, estimate_device_seconds, size_trial, wall_seconds
+from sweeper.spec import DataSpec, SweepSpec, TrainSpec
+from sweeper.trial import HOW_KEYS, Parallelism, TrialConfig, training_flops
+from sweeper.units import fmt_count, fmt_epochs
+
+ID_SCHEMA = "sweeper.trial/1"
+ID_LENGTH = 12
+TRAIN_POINTS = 100  # at most this many train-metric points per curve: log_every_steps = ceil(steps / 100)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trial:
+    """A planned trial: the TrialConfig its trainer runs, and what planning knows beside it (the spec
+    blocks it came from, its sizing on the profile's hardware, time and cost). The driver hands
+    `config` to the worker as is; the counts below are read from it, so each is planned once."""
+
+    config: TrialConfig
+    name: str  # readable: mdm-140M-U100M-e50
+    model: ModelSpec
+    num_params_actual: int
+    flops_budget: float | None  # the iso-FLOP budget that generated it, if any
+    train: TrainSpec
+    data: DataSpec
+    sizing: Sizing
+    device_seconds: float
+    wall_seconds: float
+    cost: float | None
+    origin: str  # file:line of the grid block that made it
+
+    @property
+    def id(self) -> str:
+        return self.config.trial_id
+
+    @property
+    def family(self) -> str:
+        return self.config.family
+
+    @property
+    def num_params(self) -> int:
+        return self.config.num_params  # PAPER.md's N, for C = 6ND
+
+    @property
+    def unique_tokens(self) -> int:
+        return self.config.unique_tokens  # U
+
+    @property
+    def epochs(self) -> float:
+        return self.config.epochs
+
+    @property
+    def tokens(self) -> int:
+        return self.config.tokens  # D = U x epochs
+
+    @property
+    def steps(self) -> int:
+        return self.config.steps  # optimizer steps = ceil(D / (batch_sequences x seq_len))
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.config.warmup_steps
+
+    @property
+    def eval_steps(self) -> tuple[int, ...]:
+        return self.config.eval_steps  # 0 (untrained) ... steps
+
+    @property
+    def checkpoint_every_steps(self) -> int:
+        return self.config.checkpoint_every_steps
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def flops(self) -> float:
+        return training_flops(self.num_params, self.tokens)  # C = 6ND
+
+    def on_device(self, device: str, peak_flops: float | None) -> TrialConfig:
+        """This trial's config to run on `device` (`sweeper train --device`): the how-settings that
+        follow from where it runs change, nothing else."""
+        return dataclasses.replace(self.config, device=device, peak_flops=peak_flops,
+                                   parallelism=parallelism(device, self.sizing))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    spec_name: str
+    experiment: str
+    profile: str
+    hardware: Hardware
+    concurrency: int
+    trials: tuple[Trial, ...]  # longest first
+    merged_duplicates: int  # grid points that resolved to a trial already planned
+
+    def totals(self) -> dict[str, Any]:
+        families = Counter(t.family for t in self.trials)
+        cost = [t.cost for t in self.trials]
+        return {
+            "trials": len(self.trials),
+            "per_family": dict(sorted(families.items())),
+            "tokens": sum(t.tokens for t in self.trials),
+            "flops": sum(t.flops for t in self.trials),
+            "device_hours": sum(t.device_seconds for t in self.trials) / 3600,
+            "makespan_hours": self.makespan_seconds() / 3600,
+            "cost": sum(cost) if cost and None not in cost else None,  # type: ignore[arg-type]
+            "not_fitting": sum(not t.sizing.fits for t in self.trials),
+        }
+
+    def makespan_seconds(self) -> float:
+        """Longest-first list scheduling of wall times onto the profile's concurrent slots."""
+        slots = [0.0] * self.concurrency
+        for trial in self.trials:  # already longest first
+            heapq.heapreplace(slots, slots[0] + trial.wall_seconds)
+        return max(slots)
+
+
+def plan_sweep(spec: SweepSpec, profile: Profile) -> Plan:
+    vocab = spec.vocab_size
+    defaults = {f.name: getattr(spec.train, f.name) for f in dataclasses.fields(TrainSpec)}
+    points = expand(spec.grid, models=spec.models, vocab_size=vocab, train_defaults=defaults)
+    trials: dict[str, Trial] = {}
+    duplicates = 0
+    for point in points:
+        trial = plan_trial(spec, point, profile)
+        if trial.id in trials:
+            duplicates += 1
+            continue
+        trials[trial.id] = trial
+    ordered = tuple(sorted(trials.values(), key=lambda t: (-t.wall_seconds, t.id)))
+    return Plan(spec_name=spec.name, experiment=spec.experiment, profile=profile.name, hardware=profile.hardware,
+                concurrency=profile.concurrency, trials=ordered, merged_duplicates=duplicates)
+
+
+def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
+    try:
+        train = dataclasses.replace(spec.train, **dict(point.settings)) if point.settings else spec.train
+    except FieldError as error:
+        raise point.origin.error(f"{error.message} (after this block's settings and overrides)") from None
+    data, model, hardware = spec.data, spec.models[point.model], profile.hardware
+    tokens_per_step = train.batch_sequences * data.seq_len
+    steps = max(1, math.ceil(point.tokens / tokens_per_step))
+    if point.unique_tokens < data.seq_len + 1:
+        raise point.origin.error(f"unique_tokens {point.unique_tokens:,} is less than one sample "
+                                 f"(seq_len + 1 = {data.seq_len + 1:,} tokens)")
+    evals = eval_steps(steps, train.eval_points, train.eval_spacing)
+    val_samples = train.mdm_eval_samples if point.family == "mdm" else 1
+    sizing = size_trial(model, vocab_size=spec.vocab_size, seq_len=data.seq_len,
+                        batch_sequences=train.batch_sequences, precision=train.precision, hardware=hardware)
+    device_s = estimate_device_seconds(train_tokens=steps * tokens_per_step,
+                                       eval_tokens=len(evals) * data.validation_tokens * val_samples, model=model,
+                                       vocab_size=spec.vocab_size, seq_len=data.seq_len, hardware=hardware)
+    wall_s = wall_seconds(device_s, sizing, hardware)
+    checkpoint_every = max(1, min(steps, math.floor(train.checkpoint_every_minutes * 60 / (wall_s / steps))))
+    price = hardware.price_per_device_hour
+    trial_id = trial_identity(family=point.family, model=model, data=data, train=train,
+                              unique_tokens=point.unique_tokens, tokens=point.tokens)
+    device = "cpu" if hardware.accelerator == "cpu" else "auto"
+    try:
+        config = TrialConfig(
+            trial_id=trial_id, family=point.family, num_params=num_params(model, spec.vocab_size),  # type: ignore[arg-type]
+            unique_tokens=point.unique_tokens, epochs=point.epochs, tokens=point.tokens, seed=train.seed,
+            vocab_size=spec.vocab_size, d_model=model.d_model, h_f=model.h_f, heads=model.heads,  # type: ignore[arg-type]
+            head_dim=model.head_dim, layers=model.layers, dropout=train.dropout,  # type: ignore[arg-type]
+            init_std=train.init_std, seq_len=data.seq_len, lr_peak=train.lr_peak, lr_min=train.lr_min,
+            warmup_steps=max(1, round(train.warmup_fraction * steps)), steps=steps, schedule=train.schedule,
+            betas=train.betas, eps=train.eps, weight_decay=train.weight_decay, grad_clip=train.grad_clip,
+            batch_sequences=train.batch_sequences, micro_batch=sizing.micro_batch, eval_steps=evals,
+            mdm_eval_samples=train.mdm_eval_samples, checkpoint_every_steps=checkpoint_every,
+            log_every_steps=-(-steps // TRAIN_POINTS), precision=train.precision, compile=train.compile,
+            device=device, peak_flops=hardware.peak_flops, parallelism=parallelism(device, sizing))
+    except ValueError as error:  # the spec's own checks should have said it at its key; this says where
+        raise point.origin.error(str(error)) from None
+    return Trial(
+        config=config, name=trial_name(point, train.seed, spec.train.seed), model=model,
+        num_params_actual=num_params_actual(model, spec.vocab_size), flops_budget=point.flops_budget,
+        train=train, data=data, sizing=sizing, device_seconds=device_s, wall_seconds=wall_s,
+        cost=None if price is None else device_s / 3600 * price, origin=f"{point.origin.file}:{point.origin.line}",
+    )
+
+
+def parallelism(device: str, sizing: Sizing) -> Parallelism:
+    """Sizing spreads a trial over several GPUs only when its state does not fit one, so those shard
+    it (fsdp); CPU processes (processes_per_trial) each hold a replica, as data-parallel (ddp)."""
+    return "fsdp" if device != "cpu" and sizing.devices > 1 else "ddp"
+
+
+@functools.lru_cache(maxsize=4096)
+def eval_steps(steps: int, points: int, spacing: str) -> tuple[int, ...]:
+    """0 (the untrained model), then `points` evaluations spaced log or linear over 1..steps, ending at steps."""
+    if spacing == "linear":
+        marks = {round(steps * i / points) for i in range(1, points + 1)}
+    elif points == 1:
+        marks = {steps}
+    else:
+        marks = {round(math.exp(math.log(steps) * i / (points - 1))) for i in range(points)}
+    return (0, *sorted((marks | {steps}) - {0}))
+
+
+def trial_name(point: Point, seed: int, default_seed: int) -> str:
+    name = f"{point.family}-{point.model}-U{fmt_count(point.unique_tokens)}-e{fmt_epochs(point.epochs)}"
+    return name if seed == default_seed else f"{name}-s{seed}"
+
+
+def trial_identity(*, family: str, model: ModelSpec, data: DataSpec, train: TrainSpec, unique_tokens: int,
+                   tokens: int) -> str:
+    canonical = {
+        "schema": ID_SCHEMA,
+        "family": family,
+        "model": model.dimensions(),
+        "data": _what(data),
+        "unique_tokens": unique_tokens,
+        "tokens": tokens,
+        "train": _what(train),
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
+
+
+@functools.lru_cache(maxsize=1024)
+def _what(config: Any) -> dict[str, Any]:
+    """Plain data of a config dataclass, how-not-what keys left out, numbers typed by their field
+    (a float field holding 1 is written 1.0). Equal configs therefore give equal text, which makes
+    caching by equality safe: a sweep's shared data and train blocks are converted once."""
+    return plain(config, leave_out=HOW_KEYS, typed=True)

@@ -1,0 +1,151 @@
+"""How big a trial is on given hardware: memory, micro-batch, devices, resources, time. Pure.
+
+Estimates, stated with their sources, so that `sweeper plan` can say before anything runs
+whether a trial fits and roughly how long it takes:
+- FLOPs per token for time: 6·P + 12·l·a·T (PaLM, Chowdhery et al. 2022, App. B), with P the
+  parameters actually multiplied (lm head included) and a = heads·head_dim; C = 6ND stays the
+  paper's bookkeeping for laws.
+- Training memory per device: fp32 weights, grads and two AdamW moments (16 bytes/param, sharded
+  over GPUs when a trial needs several, whole in each of a CPU trial's processes), plus
+  activations per sequence at the micro-batch (the saved tensors of RMSNorm, q/k/v, SDPA output,
+  SwiGLU and dropout masks per layer, no attention matrix since SDPA recomputes it; logits in
+  compute dtype plus an fp32 softmax and gradient; after Korthikanti et al. 2022, "Reducing
+  Activation Recomputation").
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+from sweeper.spec.presets import ModelSpec, num_params_actual
+from sweeper.trial import padded_vocab_size, palm_flops_per_token
+from sweeper.profile import Hardware
+
+USABLE_MEMORY = 0.9  # leave room for the allocator's fragmentation
+RUNTIME_OVERHEAD = {"cuda": 1_500_000_000, "cpu": 500_000_000}  # CUDA context / interpreter and torch
+RAY_RESOURCE_UNITS = 10_000  # Ray counts a resource in fixed-point units of 1e-4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Memory:
+    """Bytes on one device at the planned micro-batch."""
+
+    weights: int
+    grads: int
+    optimizer: int
+    activations: int
+    overhead: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.grads + self.optimizer + self.activations + self.overhead
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sizing:
+    micro_batch: int  # sequences per device per forward pass
+    grad_accum: int  # micro-batches per optimizer step on each device
+    devices: int  # devices one trial spans (data-parallel, sharded when static state needs it)
+    device_share: float  # fraction of one device a small trial takes when trials share
+    memory: Memory
+    fits: bool
+    resources: Mapping[str, float]  # Ray resources of the trial, all its processes together
+
+
+def flops_per_token(model: ModelSpec, vocab_size: int, seq_len: int) -> float:
+    """Training FLOPs per token, forward and backward (PaLM App. B): 6·P + 12·l·a·T, of a planned model."""
+    return palm_flops_per_token(num_params_actual(model, vocab_size), model.layers, model.heads,
+                                model.head_dim, seq_len)  # type: ignore[arg-type]
+
+
+def activation_bytes(model: ModelSpec, vocab_size: int, seq_len: int, precision: str) -> int:
+    """Saved activations of one sequence for the backward pass."""
+    elem = 2 if precision == "bf16" else 4
+    d, a, h_f = model.d_model, model.attention_width, model.h_f
+    per_layer_token = elem * (2 * d + 4 * a + 4 * h_f) + 8 * d + 2 * d  # + fp32 residual, dropout masks
+    logits_token = padded_vocab_size(vocab_size) * (elem + 4 + 4)
+    return seq_len * (model.layers * per_layer_token + logits_token + 4 * d)
+
+
+@functools.lru_cache(maxsize=4096)
+def size_trial(model: ModelSpec, *, vocab_size: int, seq_len: int, batch_sequences: int, precision: str,
+               hardware: Hardware) -> Sizing:
+    params = num_params_actual(model, vocab_size)
+    static = 16 * params
+    per_sequence = activation_bytes(model, vocab_size, seq_len, precision)
+    overhead = RUNTIME_OVERHEAD[hardware.accelerator]
+    usable = int(USABLE_MEMORY * hardware.memory_per_device)
+    cuda = hardware.accelerator == "cuda"
+
+    shares = 1
+    if cuda and params < hardware.share_below_params:
+        for k in range(hardware.max_trials_per_device, 1, -1):
+            if _micro_batch(usable // k - overhead, static, per_sequence, batch_sequences, hardware):
+                shares = k
+                break
+    devices, fits = (1 if cuda else _cpu_processes(batch_sequences, hardware)), True
+    while True:
+        per_device_batch = batch_sequences // devices
+        budget = usable // shares - overhead
+        micro = _micro_batch(budget, static // _shards(devices, cuda), per_sequence, per_device_batch, hardware)
+        if micro and batch_sequences % devices == 0:
+            break
+        if not cuda or devices * 2 > hardware.total_devices or batch_sequences % (devices * 2):
+            fits, micro = False, 1
+            break
+        devices *= 2
+
+    per_device_batch = batch_sequences // devices
+    shards = _shards(devices, cuda)
+    memory = Memory(weights=4 * params // shards, grads=4 * params // shards, optimizer=8 * params // shards,
+                    activations=micro * per_sequence, overhead=overhead)
+    if cuda:
+        resources = {"CPU": hardware.cpus_per_trial, "GPU": devices if shares == 1 else gpu_share(shares)}
+    else:
+        resources = {"CPU": hardware.cpus_per_trial * devices}
+    return Sizing(micro_batch=micro, grad_accum=max(1, per_device_batch // micro), devices=devices,
+                  device_share=1.0 / shares, memory=memory, fits=fits, resources=MappingProxyType(resources))
+
+
+def gpu_share(shares: int) -> float:
+    """One of `shares` trials' fraction of a GPU, rounded *down* to Ray's resolution (1e-4), so that
+    `shares` of them always fit on one device: rounding 1/7 to 0.1429 would let Ray place only 6."""
+    return math.floor(RAY_RESOURCE_UNITS / shares) / RAY_RESOURCE_UNITS
+
+
+def _shards(devices: int, cuda: bool) -> int:
+    """GPUs span devices to shard the state (FSDP); CPU processes each hold all of it (DDP)."""
+    return devices if cuda else 1
+
+
+def _cpu_processes(batch_sequences: int, hardware: Hardware) -> int:
+    """processes_per_trial, or fewer where the global batch does not split evenly over that many."""
+    return max(p for p in range(1, hardware.processes_per_trial + 1) if batch_sequences % p == 0)
+
+
+def _micro_batch(budget: int, static: int, per_sequence: int, per_device_batch: int, hardware: Hardware) -> int:
+    """The largest divisor of the per-device batch that fits `budget`, at most max_micro_batch; 0 if none."""
+    for micro in range(min(per_device_batch, hardware.max_micro_batch), 0, -1):
+        if per_device_batch % micro == 0 and static + micro * per_sequence <= budget:
+            return micro
+    return 0
+
+
+def estimate_device_seconds(*, train_tokens: int, eval_tokens: int, model: ModelSpec, vocab_size: int,
+                            seq_len: int, hardware: Hardware) -> float:
+    """Device-seconds: training (forward+backward) plus evaluation (forward only, a third as much)."""
+    per_token = flops_per_token(model, vocab_size, seq_len)
+    return (train_tokens * per_token + eval_tokens * per_token / 3) / hardware.effective_flops
+
+
+def wall_seconds(device_seconds: float, sizing: Sizing, hardware: Hardware) -> float:
+    """A trial spanning `devices` runs that much faster; one sharing a device runs that much slower.
+    On CPUs a trial's span is its cores: cpus_per_trial for each of its processes."""
+    span = sizing.devices * sizing.device_share
+    if hardware.accelerator == "cpu":
+        span = hardware.cpus_per_trial * sizing.devices
+    return device_seconds / span

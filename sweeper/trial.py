@@ -1,0 +1,255 @@
+"""The contract between planner and trainer, free of torch: the config a trial trains from, the
+metric names it reports, and the FLOP formulas both sides count with.
+
+The planner builds each trial's TrialConfig, filling every count (steps, warmup, eval points,
+checkpoint cadence, micro-batch); the driver hands that object through Ray Tune to the worker as is,
+and the trainer reads it and never recomputes a count. Validation here rejects values the trainer
+cannot run, with messages that name the fix. `TrialConfig.to_dict` / `from_dict` are for storage
+only: they round-trip it through JSON, which is how checkpoints carry the config that built their
+model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Family = Literal["ar", "mdm"]
+Schedule = Literal["cosine", "linear", "constant"]
+Precision = Literal["bf16", "fp32"]
+Parallelism = Literal["ddp", "fsdp"]
+
+EMBEDDING_ROW_MULTIPLE = 128  # embedding rows are padded to a multiple of this (DESIGN.md)
+
+# The settings that say *how* or *where* a trial runs, never *what* it trains or the curve it records:
+# the spec's `compile`, `checkpoint_every_minutes` and a source's `streaming`, and the TrialConfig
+# fields marked how. The planner leaves them out of trial ids (sweeper.plan), and a checkpoint may be
+# resumed with any of them changed (sweeper.trainer.loop). Everything else is *what*, `precision` included: bf16 autocast
+# and fp32 give different curves, so precision is part of the id, and a resume in another precision
+# would splice two experiments into one curve under one id (and lose the bit-exact resume), so the
+# trainer refuses it. Through the sweep it cannot happen anyway, since another precision is another id.
+HOW_KEYS = frozenset({"compile", "checkpoint_every_minutes", "streaming",  # spec keys
+                      "device", "peak_flops", "micro_batch", "parallelism",  # set where it runs
+                      "checkpoint_every_steps", "log_every_steps"})  # planned cadences
+
+
+def padded_vocab_size(vocab_size: int) -> int:
+    """Embedding rows: the tokenizer's tokens, the mask id, then padding to a multiple of 128."""
+    return math.ceil((vocab_size + 1) / EMBEDDING_ROW_MULTIPLE) * EMBEDDING_ROW_MULTIPLE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrialConfig:
+    """Everything one trial's trainer needs, made by the planner.
+
+    *What* is trained (in the trial id; equal in a checkpoint and the run resuming it): identity and
+    bookkeeping, the model, optimisation, evaluation, and `precision`. *How* it runs (HOW_KEYS): the
+    checkpoint and log cadences, `compile`, and the settings known only where it runs, which the
+    planner fills from the profile and whoever runs it may change with `dataclasses.replace`:
+    `device` (`sweeper train --device`, a Ray Train worker's own GPU), `peak_flops`, `micro_batch`
+    (the profile's sizing) and `parallelism` (from the device and the number of devices).
+    """
+
+    # identity and bookkeeping (planned; the trainer only reports them)
+    trial_id: str
+    family: Family
+    num_params: int  # PAPER.md bookkeeping N, used for flops = 6 * N * tokens
+    unique_tokens: int  # U: the pool the trial reads holds this many tokens
+    epochs: float
+    tokens: int  # planned D = U * epochs
+    seed: int  # weights, sample order, mdm masks and dropout all follow from it
+
+    # model
+    vocab_size: int  # the tokenizer's own size; the mdm mask id is vocab_size
+    d_model: int
+    h_f: int  # SwiGLU hidden width
+    heads: int
+    head_dim: int
+    layers: int
+    dropout: float
+    init_std: float
+    seq_len: int
+
+    # optimisation
+    lr_peak: float
+    lr_min: float
+    warmup_steps: int
+    steps: int  # optimizer steps of the whole trial
+    schedule: Schedule
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    grad_clip: float | None
+    batch_sequences: int  # global batch, all processes together
+    micro_batch: int  # how: sequences per process per forward pass (the profile's sizing)
+
+    # evaluation and checkpointing
+    eval_steps: tuple[int, ...]  # optimizer steps after which to evaluate: 0 first, `steps` last
+    mdm_eval_samples: int  # Monte-Carlo draws of t per validation sequence (stratified)
+    checkpoint_every_steps: int  # how
+    log_every_steps: int = 10  # how: train metrics between evaluations; each log is one host sync
+
+    # what, although it sounds like how: see HOW_KEYS
+    precision: Precision
+
+    # how (none of these change what is trained, only where and how fast)
+    compile: bool
+    device: str  # "cpu", "cuda", "cuda:1", or "auto" (cuda when available)
+    peak_flops: float | None  # per device, for mfu; None: no mfu metric
+    parallelism: Parallelism = "ddp"  # with several processes: replicate (ddp) or shard (fsdp)
+
+    def __post_init__(self) -> None:
+        problems = list(_problems(self))
+        if problems:
+            raise ValueError(f"invalid TrialConfig {self.trial_id!r}: " + "; ".join(problems))
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab_size
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return padded_vocab_size(self.vocab_size)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_sequences * self.seq_len
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data, for storage (a checkpoint's config.json); in memory it travels as is."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
+        values = dict(values)
+        values["betas"] = tuple(values["betas"])
+        values["eval_steps"] = tuple(values["eval_steps"])
+        return cls(**values)
+
+
+def _problems(c: TrialConfig) -> list[str]:
+    # A message is formatted only for a check that fails: the planner builds one config per trial.
+    out: list[str] = []
+    if c.family not in ("ar", "mdm"):
+        out.append(f"family must be 'ar' or 'mdm', got {c.family!r}")
+    for name in ("num_params", "unique_tokens", "tokens", "vocab_size", "d_model", "h_f", "heads",
+                 "head_dim", "layers", "seq_len", "steps", "batch_sequences", "micro_batch",
+                 "mdm_eval_samples", "checkpoint_every_steps", "log_every_steps"):
+        value = getattr(c, name)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            out.append(f"{name} must be a positive integer, got {value!r}")
+    if not c.epochs > 0:
+        out.append(f"epochs must be positive, got {c.epochs!r}")
+    if not 0.0 <= c.dropout < 1.0:
+        out.append(f"dropout must be in [0, 1), got {c.dropout!r}")
+    if not c.init_std > 0:
+        out.append(f"init_std must be positive (the paper uses 0.02), got {c.init_std!r}")
+    if c.head_dim % 2 != 0:
+        out.append(f"head_dim must be even for rotary embeddings, got {c.head_dim!r}")
+    if not (0 <= c.lr_min <= c.lr_peak and c.lr_peak > 0):
+        out.append(f"need 0 <= lr_min <= lr_peak, got lr_min={c.lr_min!r} lr_peak={c.lr_peak!r}")
+    if c.schedule not in ("cosine", "linear", "constant"):
+        out.append(f"schedule must be cosine, linear or constant, got {c.schedule!r}")
+    if not (isinstance(c.warmup_steps, int) and 0 <= c.warmup_steps <= c.steps):
+        out.append(f"warmup_steps must be an integer in [0, steps={c.steps}], got {c.warmup_steps!r}")
+    if not (len(c.betas) == 2 and all(0.0 <= b < 1.0 for b in c.betas)):
+        out.append(f"betas must be two numbers in [0, 1), got {c.betas!r}")
+    if not c.eps > 0:
+        out.append(f"eps must be positive, got {c.eps!r}")
+    if not c.weight_decay >= 0:
+        out.append(f"weight_decay must be >= 0, got {c.weight_decay!r}")
+    if not (c.grad_clip is None or c.grad_clip > 0):
+        out.append(f"grad_clip must be positive, or None to turn clipping off, got {c.grad_clip!r}")
+    if isinstance(c.batch_sequences, int) and isinstance(c.micro_batch, int) and c.micro_batch > 0 \
+            and c.batch_sequences % c.micro_batch != 0:
+        out.append(f"batch_sequences={c.batch_sequences} is not a multiple of micro_batch="
+                   f"{c.micro_batch}: pick a micro_batch that divides it")
+    steps = list(c.eval_steps)
+    if not (len(steps) >= 2 and steps[0] == 0 and steps[-1] == c.steps):
+        out.append(f"eval_steps must start with 0 (the untrained model) and end with steps={c.steps}, "
+                   f"got {tuple(steps)[:3]}...{tuple(steps)[-2:]}")
+    if not (all(isinstance(s, int) for s in steps) and steps == sorted(set(steps))):
+        out.append("eval_steps must be strictly increasing integers")
+    if c.precision not in ("bf16", "fp32"):
+        out.append(f"precision must be 'bf16' or 'fp32', got {c.precision!r}")
+    if c.parallelism not in ("ddp", "fsdp"):
+        out.append(f"parallelism must be 'ddp' or 'fsdp', got {c.parallelism!r}")
+    if not (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda")):
+        out.append(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {c.device!r}")
+    if not (c.peak_flops is None or c.peak_flops > 0):
+        out.append(f"peak_flops must be positive, or None to leave mfu out, got {c.peak_flops!r}")
+    return out
+
+
+# FLOP accounting: the paper's C = 6·N·D bookkeeping and the PaLM MFU formula.
+
+def training_flops(num_params: int, tokens: int) -> float:
+    """C = 6·N·D (PAPER.md): N is the planned bookkeeping count, D the tokens seen."""
+    return 6.0 * num_params * tokens
+
+
+def tokens_for_flops(flops: float, num_params: int) -> float:
+    """D = C / (6·N), the same bookkeeping solved for the tokens (iso-FLOP budgets)."""
+    return flops / (6 * num_params)
+
+
+def palm_flops_per_token(num_params_actual: int, layers: int, heads: int, head_dim: int,
+                         seq_len: int) -> float:
+    """Model FLOPs per trained token, PaLM (Chowdhery et al. 2022) appendix B: 6N + 12·L·H·Q·T.
+
+    N is every parameter of the built model with the tied embedding counted once: the lookup costs
+    no matmul but the tied output head is a vocab × d_model matmul, so counting it once is exact.
+    The attention term counts the full T×T score matrix for both families (the formula gives
+    causal attention no discount), so ar and mdm MFU compare directly.
+    """
+    return 6.0 * num_params_actual + 12.0 * layers * heads * head_dim * seq_len
+
+
+def model_flops_utilisation(flops_per_token: float, tokens_per_s: float,
+                            peak_flops_per_device: float, devices: int) -> float:
+    return flops_per_token * tokens_per_s / (peak_flops_per_device * devices)
+
+
+# The metric names every trial reports: one table for the JSON lines, Ray Tune and MLflow.
+#
+# `tokens` is the step axis of every curve. A report carries whichever metrics exist at that point:
+# the first (tokens = 0) holds the untrained model's evaluation; log points add the train metrics;
+# evaluation points add `val/*`; the last report adds the `final/*` metrics and `num_params_actual`.
+#
+# | name | meaning |
+# |---|---|
+# | `tokens` | training tokens seen so far, all processes together (the step axis) |
+# | `train/loss` | mean training loss over the optimizer steps since the previous log (nats/token) |
+# | `val/loss` | validation loss (ar: mean CE; mdm: the ELBO over mdm_eval_samples stratified draws of t) |
+# | `val/loss_best` | lowest `val/loss` so far |
+# | `lr` | learning rate of the last optimizer step |
+# | `grad_norm` | global gradient L2 norm of the last optimizer step, before clipping |
+# | `epoch` | samples consumed / samples per epoch (fractional) |
+# | `flops` | 6 · num_params · tokens, with num_params the planned bookkeeping N of PAPER.md |
+# | `tokens_per_s` | training throughput since the previous log, all processes, evaluation time excluded |
+# | `mfu` | model FLOPs utilisation (PaLM appendix B): tokens_per_s · (6·num_params_actual + 12·layers·heads·head_dim·seq_len) / (peak_flops · processes); absent when peak_flops is None |
+# | `final/val_loss` | validation loss at the last step |
+# | `final/val_loss_best` | lowest validation loss of the run |
+# | `final/wall_s` | wall-clock seconds of this call of train(), evaluation and checkpoints included |
+# | `final/tokens_per_s` | tokens trained in this call / seconds spent in training steps (compilation included) |
+# | `num_params_actual` | parameters of the built model, the tied embedding counted once |
+METRICS: dict[str, str] = {
+    "tokens": "training tokens seen so far, all processes together (the step axis)",
+    "train/loss": "mean training loss over the optimizer steps since the previous log (nats/token)",
+    "val/loss": "validation loss: ar mean CE; mdm ELBO over mdm_eval_samples stratified t draws",
+    "val/loss_best": "lowest val/loss so far",
+    "lr": "learning rate of the last optimizer step",
+    "grad_norm": "global gradient L2 norm of the last optimizer step, before clipping",
+    "epoch": "samples consumed / samples per epoch (fractional)",
+    "flops": "6 * num_params * tokens (PAPER.md bookkeeping N)",
+    "tokens_per_s": "training throughput since the previous log, evaluation excluded",
+    "mfu": "PaLM App. B: tokens_per_s * (6*num_params_actual + 12*layers*heads*head_dim*seq_len)"
+           " / (peak_flops * processes); absent without peak_flops",
+    "final/val_loss": "validation loss at the last step",
+    "final/val_loss_best": "lowest validation loss of the run",
+    "final/wall_s": "wall-clock seconds of this train() call, evaluation and checkpoints included",
+    "final/tokens_per_s": "tokens trained in this call / seconds in training steps",
+    "num_params_actual": "parameters of the built model, tied embedding counted once",
+}
