@@ -18,7 +18,6 @@ Blank documents are skipped everywhere: an end-of-document token after nothing t
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fnmatch
 import glob
 import gzip
@@ -41,6 +40,7 @@ from sweeper.data.hub import hub_offline, require_hub
 from sweeper.storage import StorageLocation
 from sweeper.data.cache import node_cache_root, s3_client, s3_errors, split_s3
 from sweeper.spec import HOW_KEYS, BundledSource, FilesSource, HFSource, Source, SyntheticSource
+from sweeper.spec.schema import plain
 
 BATCH_DOCUMENTS = 1024
 BATCH_BYTES = 4 << 20
@@ -94,8 +94,7 @@ def identity(source: Source, key: str, storage: StorageLocation) -> dict[str, An
 
 def settings(config: Any) -> dict[str, Any]:
     """A source's or tokenizer's settings as plain data, less the how-not-what keys."""
-    return {f.name: list(v) if isinstance(v := getattr(config, f.name), tuple) else v
-            for f in dataclasses.fields(config) if f.name not in HOW_KEYS}
+    return plain(config, leave_out=HOW_KEYS)
 
 
 def document_batches(source: Source, key: str, *, storage: StorageLocation, stream: int = 0,
