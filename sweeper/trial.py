@@ -117,6 +117,17 @@ class TrialConfig:
     def tokens_per_step(self) -> int:
         return self.batch_sequences * self.seq_len
 
+    @property
+    def tokens_trained(self) -> int:
+        """steps · tokens_per_step: what the trial trains, at least the planned `tokens` (D), since
+        steps = ceil(D / tokens_per_step); e.g. U = 25M at one epoch, 524,288 tokens a step: 48 steps,
+        25.17M tokens (+0.7%)."""
+        return self.steps * self.tokens_per_step
+
+    @property
+    def epochs_trained(self) -> float:
+        return self.tokens_trained / self.unique_tokens
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, for storage (a checkpoint's config.json); in memory it travels as is."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -234,6 +245,8 @@ def model_flops_utilisation(flops_per_token: float, tokens_per_s: float,
 # | `final/val_loss_best` | lowest validation loss of the run |
 # | `final/wall_s` | wall-clock seconds of this call of train(), evaluation and checkpoints included |
 # | `final/tokens_per_s` | tokens trained in this call / seconds spent in training steps (compilation included) |
+# | `final/tokens_trained` | tokens the trial has trained, all processes and earlier calls together (steps done · tokens per step) |
+# | `final/epochs_trained` | final/tokens_trained / unique_tokens |
 # | `num_params_actual` | parameters of the built model, the tied embedding counted once |
 METRICS: dict[str, str] = {
     "tokens": "training tokens seen so far, all processes together (the step axis)",
@@ -251,5 +264,7 @@ METRICS: dict[str, str] = {
     "final/val_loss_best": "lowest validation loss of the run",
     "final/wall_s": "wall-clock seconds of this train() call, evaluation and checkpoints included",
     "final/tokens_per_s": "tokens trained in this call / seconds in training steps",
+    "final/tokens_trained": "tokens the trial has trained: steps done * tokens per step",
+    "final/epochs_trained": "final/tokens_trained / unique_tokens",
     "num_params_actual": "parameters of the built model, tied embedding counted once",
 }

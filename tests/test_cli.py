@@ -182,6 +182,40 @@ def test_plan_with_an_unreachable_server_says_so(cli, write_spec, tmp_path) -> N
     assert "is unreachable" in plan["store"] and {t["state"] for t in plan["trials"]} == {None}
 
 
+def test_results_count_the_tokens_trained_and_status_names_an_older_recipe(cli, write_spec, tmp_path) -> None:
+    from sweeper.fit.table import average_seeds, from_rows
+    from sweeper.plan import ID_SCHEMA
+    from sweeper.tracking import Tracking
+
+    path = write_spec(MINIMAL)  # U = 4k, 8 sequences of 16 tokens a step
+    # an absolute store address: MLflow keeps one store per address string in a process, so a
+    # relative one would reach another test's file
+    profile = tmp_path / "backends" / "local.yaml"
+    profile.write_text(profile.read_text().replace("sqlite:///mlflow.db", f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    code, out, _ = cli("plan", path, "--format", "json")
+    one_epoch = next(t for t in json.loads(out)["trials"] if (t["family"], t["epochs"]) == ("ar", 1))
+    assert (one_epoch["tokens"], one_epoch["steps"], one_epoch["tokens_trained"]) == (4000, 32, 32 * 128)
+    tracking = Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", "t")
+    parent = tracking.sweep_run("t", spec_texts={}, plan={})
+    for trial_id, schema in ((one_epoch["id"], {"sweeper.id_schema": ID_SCHEMA}), ("0123456789ab", {})):
+        log = tracking.open_trial(trial_id=trial_id, run_name=trial_id, parent_run_id=parent,
+                                  tags={"sweeper.sweep": "t", **schema}, params={})
+        log.log({"final/val_loss": 3.5, "final/tokens_trained": 4096}, 4096)
+        log.finish("FINISHED")
+
+    code, out, _ = cli("results", path, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 1
+    assert (rows[0]["tokens"], rows[0]["tokens_planned"], rows[0]["epochs_planned"]) == ("4096", "4000", "1.0")
+    assert float(rows[0]["epochs"]) == 4096 / 4000 and float(rows[0]["flops"]) == 6 * float(rows[0]["params"]) * 4096
+    assert average_seeds(from_rows(rows, source="csv")).single_epoch.tolist() == [True]
+
+    code, out, _ = cli("status", path)
+    assert code == 0 and out.strip().splitlines()[-1] == (
+        f"1 finished trials of t in the store were trained under an older recipe (sweeper.trial/1); they do "
+        f"not count as done under {ID_SCHEMA} (README: what changed between recipe versions)")
+
+
 def test_plan_shows_done_vs_to_run_from_the_store(cli, write_spec, tmp_path) -> None:
     from sweeper.tracking import Tracking
 

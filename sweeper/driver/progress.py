@@ -20,7 +20,8 @@ from rich.table import Table
 from ray.tune import Callback
 
 from sweeper.console import console, is_terminal
-from sweeper.tracking import TrialLog, Tracking, flatten, provenance
+from sweeper.plan import ID_SCHEMA
+from sweeper.tracking import TAG_SCHEMA, TrialLog, Tracking, flatten, provenance
 from sweeper.trial import training_flops
 from sweeper.units import fmt_count, fmt_duration, fmt_sci
 from sweeper.driver.worker import FAILURE_KEY, NODE_KEY, RESUMED_KEY
@@ -67,13 +68,17 @@ class SweepCallback(Callback):
             planned = state.trial
             tags = {"family": planned.family, "model": planned.model.name, "num_params": planned.num_params,
                     "unique_tokens": planned.unique_tokens, "epochs": planned.epochs, "tokens": planned.tokens,
+                    "tokens_trained": planned.tokens_trained, "epochs_trained": planned.epochs_trained,
                     "flops": planned.flops, "sweeper.sweep": self.extra_tags.get("sweeper.sweep", ""),
+                    TAG_SCHEMA: ID_SCHEMA,
                     **self.versions, **{k: v for k, v in self.extra_tags.items() if not k.startswith("pool.")},
                     "unique_tokens_actual": self.extra_tags.get(f"pool.{planned.unique_tokens}", "")}
             params = flatten({"family": planned.family, "model": {"name": planned.model.name,
                                                                   **planned.model.dimensions()},
                               "unique_tokens": planned.unique_tokens, "epochs": planned.epochs,
-                              "tokens": planned.tokens, "steps": planned.steps, "train": planned.train,
+                              "tokens": planned.tokens, "steps": planned.steps,
+                              "tokens_trained": planned.tokens_trained, "epochs_trained": planned.epochs_trained,
+                              "train": planned.train,
                               "data": planned.data})
             state.log = self.tracking.open_trial(trial_id=planned.id, run_name=planned.name,
                                                  parent_run_id=self.parent_run_id, tags=tags, params=params,

@@ -1,7 +1,11 @@
 """The fitter's typed input: trials as read, and observations with repeated seeds averaged.
 
 `Trials` holds one row per finished trial, whatever produced it (a CSV file here; the MLflow
-results table writes the same columns). `Observations` holds one row per configuration
+results table writes the same columns). `tokens` is what a trial trained; sweeper's own rows also
+carry `epochs_planned`, because a trial trains whole optimizer steps, ceil(D / batch tokens), so
+one planned at one epoch trains a little more than its U (+0.7% at U = 25M, 524,288 tokens a step)
+and by tokens alone would read as repeating data. A row planned at one epoch or fewer stays
+single-epoch; rows without the column (other sources) fall back to tokens ≤ unique tokens. `Observations` holds one row per configuration
 (family, parameters, tokens, unique tokens): repeated seeds of a configuration are one
 measurement with a spread, not independent points, so the bootstrap and the cross-validation
 resample configurations. `TrialCurve` holds one trial's validation loss during training, as
@@ -23,7 +27,7 @@ from sweeper.console import UserError
 from sweeper.trial import tokens_for_flops, training_flops
 
 REQUIRED_COLUMNS = ("params", "tokens", "loss")
-OPTIONAL_COLUMNS = ("unique_tokens", "family", "seed")
+OPTIONAL_COLUMNS = ("unique_tokens", "family", "seed", "epochs_planned")
 DEFAULT_FAMILY = "all"
 
 
@@ -44,10 +48,13 @@ class Trials:
     loss: np.ndarray  # validation loss, nats per token
     seed: np.ndarray  # str, "" where unknown
     source: str  # where the rows came from, for messages
+    epochs_planned: np.ndarray | None = None  # the plan's D / U (module docstring); None or NaN: unknown
 
     def __post_init__(self) -> None:
-        sizes = {len(self.family), len(self.num_params), len(self.tokens),
-                 len(self.unique_tokens), len(self.loss), len(self.seed)}
+        if self.epochs_planned is None:
+            object.__setattr__(self, "epochs_planned", _frozen(np.full(len(self.loss), math.nan), float))
+        sizes = {len(self.family), len(self.num_params), len(self.tokens), len(self.unique_tokens),
+                 len(self.loss), len(self.seed), len(self.epochs_planned)}  # type: ignore[arg-type]
         if len(sizes) != 1:
             raise ValueError(f"columns of {self.source} differ in length: {sorted(sizes)}")
 
@@ -66,6 +73,15 @@ class Observations:
     loss: np.ndarray
     loss_std: np.ndarray  # sample standard deviation over seeds, NaN with one seed
     num_seeds: np.ndarray  # int
+    epochs_planned: np.ndarray | None = None  # NaN (or None) where unknown; see the module docstring
+
+    def __post_init__(self) -> None:
+        if self.epochs_planned is None:
+            object.__setattr__(self, "epochs_planned", _frozen(np.full(len(self.loss), math.nan), float))
+        sizes = {len(self.family), len(self.num_params), len(self.tokens), len(self.unique_tokens),
+                 len(self.loss), len(self.loss_std), len(self.num_seeds), len(self.epochs_planned)}  # type: ignore[arg-type]
+        if len(sizes) != 1:
+            raise ValueError(f"observation columns differ in length: {sorted(sizes)}")
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -77,8 +93,12 @@ class Observations:
 
     @property
     def single_epoch(self) -> np.ndarray:
-        """True where no token was seen twice: tokens ≤ unique_tokens, or U unknown."""
-        return ~(self.tokens > self.unique_tokens)
+        """True where the trial was planned at one epoch or fewer; where that is unknown, where no
+        token was seen twice: tokens ≤ unique_tokens, or U unknown."""
+        planned = self.epochs_planned
+        assert planned is not None  # filled in by __post_init__
+        by_tokens = ~(self.tokens > self.unique_tokens)
+        return np.where(np.isnan(planned), by_tokens, planned <= 1.0)
 
     @property
     def epochs(self) -> np.ndarray:
@@ -101,6 +121,7 @@ class Observations:
             loss=_frozen(self.loss[mask], float),
             loss_std=_frozen(self.loss_std[mask], float),
             num_seeds=_frozen(self.num_seeds[mask], int),
+            epochs_planned=_frozen(self.epochs_planned[mask], float),  # type: ignore[index]
         )
 
     def of_family(self, family: str) -> Observations:
@@ -145,14 +166,15 @@ def curves_from_rows(rows: Sequence[Mapping[str, Any]],
 def average_seeds(trials: Trials) -> Observations:
     """Group trials by configuration and average their losses.
 
-    Two rows are the same configuration when family, parameters, tokens and unique tokens agree;
-    a differing `seed` (or none) is what makes them repeats.
+    Two rows are the same configuration when family, parameters, tokens, unique tokens and
+    planned epochs agree; a differing `seed` (or none) is what makes them repeats.
     """
-    groups: dict[tuple[str, float, float, float], list[float]] = {}
-    for family, n, d, u, loss in zip(trials.family, trials.num_params, trials.tokens,
-                                     trials.unique_tokens, trials.loss, strict=True):
-        # NaN never equals itself, so an unknown U gets a sentinel key.
-        key = (str(family), float(n), float(d), -1.0 if math.isnan(u) else float(u))
+    groups: dict[tuple[str, float, float, float, float], list[float]] = {}
+    for family, n, d, u, e, loss in zip(trials.family, trials.num_params, trials.tokens, trials.unique_tokens,
+                                        trials.epochs_planned, trials.loss, strict=True):  # type: ignore[call-overload]
+        # NaN never equals itself, so an unknown U or planned epochs gets a sentinel key.
+        key = (str(family), float(n), float(d), -1.0 if math.isnan(u) else float(u),
+               -1.0 if math.isnan(e) else float(e))
         groups.setdefault(key, []).append(float(loss))
     keys = sorted(groups)
     losses = [np.array(groups[key]) for key in keys]
@@ -165,6 +187,7 @@ def average_seeds(trials: Trials) -> Observations:
         loss_std=_frozen([values.std(ddof=1) if len(values) > 1 else math.nan
                           for values in losses], float),
         num_seeds=_frozen([len(values) for values in losses], int),
+        epochs_planned=_frozen([math.nan if key[4] < 0 else key[4] for key in keys], float),
     )
 
 
@@ -185,7 +208,8 @@ def _number(text: str, *, where: str, column: str, allow_empty: bool) -> float:
 
 def from_rows(rows: Sequence[Mapping[str, Any]], *, source: str, loss: str = "final") -> Trials:
     """Trials from result rows (`sweeper results`: family, params, tokens, unique_tokens, loss,
-    loss_best, seed); `loss="best"` takes each trial's best validation loss instead of its final one."""
+    loss_best, seed, epochs_planned); `loss="best"` takes each trial's best validation loss instead
+    of its final one."""
     if not rows:
         raise UserError(f"{source}: no finished trials in the tracking store; run the sweep first")
     key = "loss" if loss == "final" else "loss_best"
@@ -197,7 +221,12 @@ def from_rows(rows: Sequence[Mapping[str, Any]], *, source: str, loss: str = "fi
         loss=_frozen([float(r[key]) for r in rows], float),
         seed=_frozen([str(r["seed"]) for r in rows], object),
         source=source,
+        epochs_planned=_frozen([_optional(r.get("epochs_planned")) for r in rows], float),
     )
+
+
+def _optional(value: Any) -> float:
+    return math.nan if value is None or value == "" else float(value)
 
 
 # Spellings of each column in published files and exports, after lower-casing and turning
@@ -212,6 +241,7 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     "flops": ("flops", "training_flop", "training_flops", "compute", "c"),
     "family": ("family",),
     "seed": ("seed",),
+    "epochs_planned": ("epochs_planned", "planned_epochs"),
 }
 COLUMN_KEYS = tuple(SPELLINGS)
 # A per-token loss above this many nats is no language model's: a model that guesses uniformly
@@ -255,7 +285,7 @@ def resolve_columns(header: Sequence[str], mapping: Mapping[str, str], *,
 
 
 def read_csv(path: Path, columns: Mapping[str, str] | None = None) -> Trials:
-    """Read `params, tokens, loss` and the optional `unique_tokens, family, seed` columns.
+    """Read `params, tokens, loss` and the optional `unique_tokens, family, seed, epochs_planned` columns.
 
     Columns are found by name in any of their common spellings (`SPELLINGS`), or as `columns`
     maps them; `flops` (C = 6ND) stands in for a missing `tokens` column, D = C / 6N. Other
@@ -274,7 +304,7 @@ def read_csv(path: Path, columns: Mapping[str, str] | None = None) -> Trials:
                 raise UserError(f"{path}: the file is empty; expected a header with "
                                 f"{', '.join(REQUIRED_COLUMNS)}")
             index = resolve_columns(header, columns or {}, where=str(path))
-            rows: list[tuple[str, float, float, float, float, str]] = []
+            rows: list[tuple[str, float, float, float, float, str, float]] = []
             for line_number, cells in enumerate(reader, start=2):
                 if not any(cell.strip() for cell in cells):
                     continue
@@ -309,12 +339,14 @@ def read_csv(path: Path, columns: Mapping[str, str] | None = None) -> Trials:
                             allow_empty=True) if "unique_tokens" in index else math.nan,
                     loss,
                     cells[index["seed"]].strip() if "seed" in index else "",
+                    _number(cells[index["epochs_planned"]], where=where, column="epochs_planned",
+                            allow_empty=True) if "epochs_planned" in index else math.nan,
                 ))
         except (UnicodeDecodeError, csv.Error) as error:
             raise UserError(f"{path}: not a readable CSV file ({error})") from None
     if not rows:
         raise UserError(f"{path}: no data rows after the header")
-    family, num_params, tokens, unique_tokens, loss, seed = zip(*rows, strict=True)
+    family, num_params, tokens, unique_tokens, loss, seed, epochs_planned = zip(*rows, strict=True)
     if len(set(loss)) == 1 and len(loss) > 1:
         raise UserError(f"{path}: all {len(loss)} rows have the same loss ({loss[0]:g}), so there "
                         "is nothing for a scaling law to explain; check the loss column")
@@ -326,4 +358,5 @@ def read_csv(path: Path, columns: Mapping[str, str] | None = None) -> Trials:
         loss=_frozen(loss, float),
         seed=_frozen(seed, object),
         source=str(path),
+        epochs_planned=_frozen(epochs_planned, float),
     )

@@ -1,9 +1,11 @@
 """The planner: spec + profile -> trials, each with the TrialConfig its trainer runs (every count a
 trial needs is fixed here, the how-settings from the profile). Pure, deterministic, no I/O.
 
-Each trial gets a stable id: the hash of the canonical resolved config of everything that
-determines the trained model and its recorded curve (family, model dimensions, data sources,
-tokenizer, U, tokens, validation set, every train hyperparameter, seed, precision), and nothing
+Each trial gets a stable id: the hash of the recipe version ID_SCHEMA (how the trainer turns a
+config into a model; README: what changed between recipe versions) and the canonical resolved
+config of everything that determines the trained model and its recorded curve (family, model
+dimensions, data sources, tokenizer, U, tokens, validation set, every train hyperparameter, seed,
+precision), and nothing
 about how or where it runs (resources, micro-batch, compile, device, tracking, profile). So
 `25M` and `25000000`, key order and formatting give the same id under every profile.
 """
@@ -30,7 +32,7 @@ from sweeper.spec import DataSpec, SweepSpec, TrainSpec
 from sweeper.trial import HOW_KEYS, Parallelism, TrialConfig, training_flops
 from sweeper.units import fmt_count, fmt_epochs
 
-ID_SCHEMA = "sweeper.trial/1"
+ID_SCHEMA = "sweeper.trial/2"  # README: what changed between recipe versions (2: mdm noise, init)
 ID_LENGTH = 12
 TRAIN_POINTS = 100  # at most this many train-metric points per curve: log_every_steps = ceil(steps / 100)
 
@@ -81,6 +83,14 @@ class Trial:
     @property
     def steps(self) -> int:
         return self.config.steps  # optimizer steps = ceil(D / (batch_sequences x seq_len))
+
+    @property
+    def tokens_trained(self) -> int:
+        return self.config.tokens_trained  # steps x batch tokens: D rounded up to whole steps
+
+    @property
+    def epochs_trained(self) -> float:
+        return self.config.epochs_trained
 
     @property
     def warmup_steps(self) -> int:

@@ -41,7 +41,9 @@ def trial_json(trial: Trial) -> dict[str, Any]:
         "id": trial.id, "name": trial.name, "family": trial.family, "model": trial.model.name,
         "model_dims": trial.model.dimensions(), "num_params": trial.num_params,
         "num_params_actual": trial.num_params_actual, "unique_tokens": trial.unique_tokens,
-        "epochs": trial.epochs, "tokens": trial.tokens, "steps": trial.steps, "warmup_steps": trial.warmup_steps,
+        "epochs": trial.epochs, "tokens": trial.tokens, "steps": trial.steps,
+        "tokens_trained": trial.tokens_trained, "epochs_trained": trial.epochs_trained,
+        "warmup_steps": trial.warmup_steps,
         "eval_steps": list(trial.eval_steps), "checkpoint_every_steps": trial.checkpoint_every_steps,
         "flops": trial.flops, "flops_budget": trial.flops_budget, "seed": trial.seed,
         "micro_batch": trial.sizing.micro_batch, "grad_accum": trial.sizing.grad_accum,
@@ -65,7 +67,7 @@ def plan_json(spec: SweepSpec, plan: Plan) -> dict[str, Any]:
 
 CSV_COLUMNS = ("id", "name", "family", "model", "num_params", "unique_tokens", "epochs", "tokens", "steps", "flops",
                "seed", "micro_batch", "devices", "resources", "memory_bytes", "fits", "est_device_hours", "est_cost",
-               "state")
+               "tokens_trained", "epochs_trained", "state")
 
 
 def plan_csv(plan: Plan, states: StoreStates | None = None) -> str:
@@ -77,7 +79,8 @@ def plan_csv(plan: Plan, states: StoreStates | None = None) -> str:
         writer.writerow([t.id, t.name, t.family, t.model.name, t.num_params, t.unique_tokens, repr(t.epochs),
                          t.tokens, t.steps, repr(t.flops), t.seed, t.sizing.micro_batch, t.sizing.devices, resources,
                          t.sizing.memory.total, t.sizing.fits, f"{t.device_seconds / 3600:.6g}",
-                         "" if t.cost is None else f"{t.cost:.2f}", (states and states.state(t.id)) or ""])
+                         "" if t.cost is None else f"{t.cost:.2f}", t.tokens_trained, repr(t.epochs_trained),
+                         (states and states.state(t.id)) or ""])
     return out.getvalue()
 
 
@@ -94,14 +97,26 @@ def print_table(spec: SweepSpec, plan: Plan, *, filtered: bool, total: int, stat
         resources = " ".join(f"{v:g} {k}" for k, v in t.sizing.resources.items())
         memory = fmt_bytes(t.sizing.memory.total) + ("" if t.sizing.fits else " ✗")
         rows.append([t.id, t.family, t.model.name, fmt_count(t.num_params), fmt_count(t.unique_tokens),
-                     fmt_epochs(t.epochs), fmt_count(t.tokens), f"{t.steps:,}", fmt_sci(t.flops), memory,
+                     fmt_epochs(t.epochs), tokens_cell(t), f"{t.steps:,}", fmt_sci(t.flops), memory,
                      f"{t.sizing.micro_batch}×{t.sizing.grad_accum}", resources, fmt_duration(t.wall_seconds),
                      *((states.state(t.id) or "",) if known else ())])  # type: ignore[union-attr]
     print_rows(f"{spec.name}: {len(plan.trials)} trials" + (f" of {total}" if filtered else ""), columns, rows,
                [None if t.sizing.fits else "red" for t in plan.trials])
     print_summary(plan)
+    rounded = [t for t in plan.trials if t.tokens_trained != t.tokens]
+    if rounded:
+        most = max(rounded, key=lambda t: t.tokens_trained / t.tokens)
+        console.print(f"D a→b: {len(rounded)} trials train b tokens, their planned D = a rounded up to whole steps "
+                      f"(at most +{most.tokens_trained / most.tokens - 1:.1%}); results and fits count b",
+                      markup=False, soft_wrap=True)
     if states is not None:
         console.print(states.summary([t.id for t in plan.trials]), markup=False, soft_wrap=True)
+
+
+def tokens_cell(trial: Trial) -> str:
+    """Planned D, and the tokens trained where whole steps make them differ: `25M→25.2M`."""
+    planned = fmt_count(trial.tokens)
+    return planned if trial.tokens_trained == trial.tokens else f"{planned}→{fmt_count(trial.tokens_trained)}"
 
 
 def print_summary(plan: Plan) -> None:

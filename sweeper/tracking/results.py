@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeper.console import UserError
-from sweeper.plan import Plan, Trial
-from sweeper.tracking import Tracking, TrialRecord
+from sweeper.plan import ID_SCHEMA, Plan, Trial
+from sweeper.tracking import OLDEST_SCHEMA, TAG_SCHEMA, TAG_SWEEP, Tracking, TrialRecord
+from sweeper.trial import training_flops
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,15 +65,40 @@ def status_rows(plan: Plan, tracking: Tracking) -> list[dict[str, Any]]:
 
 
 RESULT_COLUMNS = ("family", "model", "params", "tokens", "unique_tokens", "epochs", "flops", "loss", "loss_best",
-                  "seed", "trial_id", "run_id")
+                  "seed", "tokens_planned", "epochs_planned", "trial_id", "run_id")
 
 
 def finished_rows(plan: Plan, tracking: Tracking) -> list[dict[str, Any]]:
-    """One row per planned trial that the store holds as FINISHED, with its final and best loss."""
-    return [{"family": trial.family, "model": trial.model.name, "params": trial.num_params,
-             "tokens": trial.tokens, "unique_tokens": trial.unique_tokens, "epochs": trial.epochs,
-             "flops": trial.flops, "loss": record.metrics["final/val_loss"],
-             "loss_best": record.metrics.get("final/val_loss_best"), "seed": trial.seed,
-             "trial_id": trial.id, "run_id": record.run_id}
-            for trial, record in joined(plan.trials, tracking)
-            if record is not None and record.status == "FINISHED" and "final/val_loss" in record.metrics]
+    """One row per planned trial that the store holds as FINISHED, with its final and best loss.
+
+    `tokens`, `epochs` and `flops` count what the trial trained (steps × batch tokens, as its run
+    recorded it), which the ceil to whole steps puts a little above the planned D; `tokens_planned`
+    and `epochs_planned` keep the plan's. The fitter classes a row single-epoch by `epochs_planned`
+    (sweeper.fit.table), so a one-epoch trial that trained 1.007 epochs stays one."""
+    rows = []
+    for trial, record in joined(plan.trials, tracking):
+        if record is None or record.status != "FINISHED" or "final/val_loss" not in record.metrics:
+            continue
+        tokens = int(record.metrics.get("final/tokens_trained", trial.tokens_trained))
+        rows.append({"family": trial.family, "model": trial.model.name, "params": trial.num_params,
+                     "tokens": tokens, "unique_tokens": trial.unique_tokens,
+                     "epochs": tokens / trial.unique_tokens, "flops": training_flops(trial.num_params, tokens),
+                     "loss": record.metrics["final/val_loss"],
+                     "loss_best": record.metrics.get("final/val_loss_best"), "seed": trial.seed,
+                     "tokens_planned": trial.tokens, "epochs_planned": trial.epochs,
+                     "trial_id": trial.id, "run_id": record.run_id})
+    return rows
+
+
+def older_recipe_note(plan: Plan, tracking: Tracking) -> str | None:
+    """One line when the store holds finished trials of this sweep trained under another recipe
+    version (ID_SCHEMA) than the plan's: their ids differ, so they are not done for this one."""
+    older = [record for record in tracking.trial_records().values()
+             if record.status == "FINISHED" and record.tags.get(TAG_SWEEP) == plan.spec_name
+             and record.tags.get(TAG_SCHEMA, OLDEST_SCHEMA) != ID_SCHEMA]
+    if not older:
+        return None
+    versions = ", ".join(sorted({r.tags.get(TAG_SCHEMA, OLDEST_SCHEMA) for r in older}))
+    return (f"{len(older)} finished trials of {plan.spec_name} in the store were trained under an older "
+            f"recipe ({versions}); they do not count as done under {ID_SCHEMA} (README: what changed "
+            "between recipe versions)")

@@ -164,14 +164,15 @@ class _Trial:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         step_loss = torch.zeros((), device=self.device)
+        noise = train_noise(c.seed, step, c.batch_sequences, c.seq_len) if c.family == "mdm" else None
         for a in range(self.accumulation):
             chunk = a * procs.world_size + procs.rank
             tokens = to_device(self.stream.micro_batch(step, chunk, c.batch_sequences, c.micro_batch),
                                self.device)
             masked = p = None
-            if c.family == "mdm":
-                p, masked = train_noise(c.seed, step, chunk, c.micro_batch, c.seq_len)
-                p, masked = to_device(p, self.device), to_device(masked, self.device)
+            if noise is not None:  # the rows of this chunk's sequences in the global batch
+                rows = slice(chunk * c.micro_batch, (chunk + 1) * c.micro_batch)
+                p, masked = to_device(noise[0][rows], self.device), to_device(noise[1][rows], self.device)
             set_grad_sync(self.model, a == self.accumulation - 1)
             with self.autocast():
                 loss = self.forward(tokens, masked, p).sum() / (c.micro_batch * c.seq_len)
@@ -226,7 +227,10 @@ class _Trial:
     def final_metrics(self, step: int, wall_start: float) -> dict[str, float]:
         return {"final/val_loss": self.loop.val_loss_last, "final/val_loss_best": self.loop.best(),
                 "final/wall_s": time.perf_counter() - wall_start,
-                "final/tokens_per_s": self.tokens_per_s(step), "num_params_actual": self.num_params_actual}
+                "final/tokens_per_s": self.tokens_per_s(step),
+                "final/tokens_trained": step * self.c.tokens_per_step,
+                "final/epochs_trained": step * self.c.tokens_per_step / self.c.unique_tokens,
+                "num_params_actual": self.num_params_actual}
 
     def tokens_per_s(self, step: int) -> float:
         trained = (step - self.start_step) * self.c.tokens_per_step

@@ -9,6 +9,7 @@ id and padding are never predicted and an untrained model scores ln(vocab_size).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -110,6 +111,9 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
+RESIDUAL_OUTPUTS = ("attn.out.weight", "mlp.down.weight")  # the matrices that write into the residual
+
+
 class Transformer(nn.Module):
     def __init__(self, c: ModelConfig) -> None:
         super().__init__()
@@ -123,13 +127,18 @@ class Transformer(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def init_weights(self, std: float, seed: int) -> None:
-        """Normal(0, std) for every matrix (embedding included), ones for the norms; seeded here,
-        on the CPU, so the same seed gives the same weights on every device and process."""
+        """Normal(0, std) for every matrix (embedding included), except the two that write into the
+        residual stream, the attention output and the MLP down-projection: Normal(0, std/√(2·layers)),
+        as Megatron-LM draws them (`scaled_init_method_normal`, after GPT-2's residual scaling), which
+        the paper trained with unchanged; ones for the norms. Seeded here, on the CPU, so the same
+        seed gives the same weights on every device and process."""
         generator = torch.Generator().manual_seed(seed)
+        residual_std = std / math.sqrt(2 * self.config.layers)
         with torch.no_grad():
-            for p in self.parameters():
+            for name, p in self.named_parameters():
                 if p.dim() >= 2:
-                    p.copy_(torch.randn(p.shape, generator=generator) * std)
+                    scale = residual_std if name.endswith(RESIDUAL_OUTPUTS) else std
+                    p.copy_(torch.randn(p.shape, generator=generator) * scale)
                 else:  # RMSNorm gains, the only vectors (no biases anywhere)
                     p.fill_(1.0)
 

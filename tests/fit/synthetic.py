@@ -70,6 +70,6 @@ def draw(family: str, truth: laws.DataConstrainedLaw, rng: np.random.Generator, 
 
 
 def join(*parts: Observations) -> Observations:
-    fields = ("family", "num_params", "tokens", "unique_tokens", "loss", "loss_std", "num_seeds")
+    fields = ("family", "num_params", "tokens", "unique_tokens", "loss", "loss_std", "num_seeds", "epochs_planned")
     return replace(parts[0], **{name: _frozen(np.concatenate([getattr(p, name) for p in parts]),
                                               getattr(parts[0], name).dtype) for name in fields})

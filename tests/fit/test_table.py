@@ -45,6 +45,20 @@ def test_single_epoch_rows_are_those_without_repeats(tmp_path: Path) -> None:
     assert observations.epochs[order].tolist() == [1.0, 1.0, 1.0, 4.0]
 
 
+def test_a_trial_planned_at_one_epoch_stays_single_epoch_after_rounding_up_to_whole_steps(
+        tmp_path: Path) -> None:
+    # sweeper's results: U = 4000 at one epoch trains 32 steps of 128 tokens = 4096 tokens
+    observations = average_seeds(read_csv(write(
+        tmp_path, "params,tokens,unique_tokens,loss,tokens_planned,epochs_planned\n"
+                  "1e8,4096,4000,3.5,4000,1.0\n"  # planned one epoch: single, though 4096 > 4000
+                  "1e8,8064,4000,3.4,8000,2.0\n"  # planned two epochs: repeated
+                  "1e8,4096,4000,3.6,,\n")))  # nothing planned known: by tokens, repeated
+    order = np.lexsort((observations.loss,))
+    assert observations.single_epoch[order].tolist() == [False, True, False]
+    assert observations.tokens[order].tolist() == [8064, 4096, 4096]  # the fit counts tokens trained
+    assert observations.epochs[order][1] == 4096 / 4000
+
+
 def test_repeated_seeds_are_one_configuration_with_a_spread(tmp_path: Path) -> None:
     observations = average_seeds(read_csv(write(
         tmp_path, "family,params,tokens,unique_tokens,loss,seed\n"

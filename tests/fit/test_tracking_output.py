@@ -58,9 +58,10 @@ class Store:
 
 def synthetic_curve(trial, rng: np.random.Generator) -> list[tuple[int, float]]:
     """val/loss at the trial's evaluation points: its family's law at the tokens seen so far
-    (flat before 1M tokens, where the law leaves its range), with 0.5% noise."""
+    (flat before 1M tokens, where the law leaves its range), with 0.5% noise. The last point is
+    at the tokens trained, whole steps (`Trial.tokens_trained`), as the trainer reports it."""
     tokens_per_step = trial.train.batch_sequences * trial.data.seq_len
-    tokens = sorted({min(step * tokens_per_step, trial.tokens) for step in trial.eval_steps})
+    tokens = sorted({step * tokens_per_step for step in trial.eval_steps})
     seen = np.maximum(np.array(tokens, dtype=float), 1e6)
     loss = laws.data_constrained_loss(TRUTH[trial.family], np.full(len(seen), float(trial.num_params)),
                                       seen, np.full(len(seen), float(trial.unique_tokens)))
@@ -87,14 +88,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     parent = tracking.sweep_run(loaded.name, spec_texts={str(spec): spec.read_text()}, plan={})
     rng = np.random.default_rng(0)
     curves = {}
-    for trial in plan.trials:
+    for trial in sorted(plan.trials, key=lambda t: t.name):  # the noise follows names, not ids
         log = tracking.open_trial(trial_id=trial.id, run_name=trial.name, parent_run_id=parent,
                                   tags={"family": trial.family}, params={})
         points = synthetic_curve(trial, rng)
         for tokens, value in points:
             log.log({"val/loss": value}, step=tokens)
-        log.log({"final/val_loss": points[-1][1],
-                 "final/val_loss_best": min(value for _, value in points)}, step=trial.tokens)
+        log.log({"final/val_loss": points[-1][1], "final/val_loss_best": min(value for _, value in points),
+                 "final/tokens_trained": trial.tokens_trained}, step=trial.tokens_trained)
         log.finish("FINISHED")
         curves[log.run_id] = points
     tracking.finish_sweep(parent, "FINISHED")

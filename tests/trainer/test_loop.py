@@ -45,6 +45,8 @@ def test_curve_starts_untrained_follows_eval_steps_and_ends_with_final(family: s
     assert last["num_params_actual"] == result.num_params_actual > 0
     assert last["final/wall_s"] > 0 and last["final/tokens_per_s"] > 0
     assert result.completed and result.steps_done == 16 and result.tokens == 16 * STEP_TOKENS
+    assert last["final/tokens_trained"] == config.tokens_trained == 16 * STEP_TOKENS
+    assert last["final/epochs_trained"] == config.epochs_trained == 16 * STEP_TOKENS / config.unique_tokens
 
 
 def test_no_mfu_without_a_declared_peak() -> None:

@@ -45,6 +45,23 @@ def test_same_seed_same_weights_on_every_build() -> None:
     assert float(a.embed.weight.detach().std()) == pytest.approx(0.02, rel=0.05)
 
 
+def test_residual_outputs_are_initialised_scaled_as_megatron_on_the_140M_preset() -> None:
+    from sweeper.spec.presets import PAPER_VOCAB_SIZE, PRESETS
+
+    preset = PRESETS["140M"]  # 15 layers: 0.02 / sqrt(2 * 15) = 0.00365
+    model = Transformer(ModelConfig(vocab_size=PAPER_VOCAB_SIZE, d_model=preset.d_model, h_f=preset.h_f,
+                                    heads=preset.heads, head_dim=preset.head_dim, layers=preset.layers,
+                                    seq_len=64, dropout=0.0, causal=True))
+    model.init_weights(std=0.02, seed=0)
+    scaled = 0.02 / math.sqrt(2 * preset.layers)
+    for name, p in model.named_parameters():
+        if p.dim() < 2:
+            continue
+        expected = scaled if name.endswith(("attn.out.weight", "mlp.down.weight")) else 0.02
+        assert float(p.detach().std()) == pytest.approx(expected, rel=0.01), name
+    assert float(model.blocks[0].attn.out.weight.detach().std()) == pytest.approx(0.00365, abs=5e-5)
+
+
 @pytest.mark.parametrize("family", ["ar", "mdm"])
 def test_attention_direction(family: str) -> None:
     """ar predictions at position i ignore later tokens; mdm predictions see the whole sequence."""

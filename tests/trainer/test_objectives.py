@@ -86,7 +86,7 @@ def test_mask_rate_formula() -> None:
 
 def test_realised_mask_rate_tracks_p() -> None:
     seq_len = 20_000
-    p, masked = train_noise(seed=0, step=3, chunk=1, batch=32, seq_len=seq_len)
+    p, masked = train_noise(seed=0, step=3, batch_sequences=32, seq_len=seq_len)
     assert p.min() >= MIN_MASK_RATE and p.max() <= 1.0
     realised = masked.float().mean(dim=1)
     tolerance = 5 * torch.sqrt(p * (1 - p) / seq_len) + 1e-4  # 5 binomial standard deviations
@@ -94,12 +94,13 @@ def test_realised_mask_rate_tracks_p() -> None:
     assert float(torch.corrcoef(torch.stack([p, realised]))[0, 1]) > 0.999
 
 
-def test_training_noise_is_a_function_of_step_and_chunk() -> None:
-    a = train_noise(seed=0, step=5, chunk=2, batch=4, seq_len=8)
-    b = train_noise(seed=0, step=5, chunk=2, batch=4, seq_len=8)
-    c = train_noise(seed=0, step=5, chunk=3, batch=4, seq_len=8)
+def test_training_noise_is_a_function_of_seed_and_step() -> None:
+    a = train_noise(seed=0, step=5, batch_sequences=4, seq_len=8)
+    b = train_noise(seed=0, step=5, batch_sequences=4, seq_len=8)
+    c = train_noise(seed=0, step=6, batch_sequences=4, seq_len=8)
+    d = train_noise(seed=1, step=5, batch_sequences=4, seq_len=8)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not torch.equal(a[0], c[0])
+    assert not torch.equal(a[0], c[0]) and not torch.equal(a[0], d[0])
 
 
 def test_evaluation_draws_are_stratified_and_repeatable() -> None:
