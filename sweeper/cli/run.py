@@ -106,8 +106,9 @@ def run_status(args: argparse.Namespace) -> int:
             return code
     from sweeper.tracking.results import older_recipe_note, status_rows
 
-    rows = status_rows(plan, tracking)
-    older = older_recipe_note(plan, tracking)
+    records = tracking.trial_records()  # every run of the experiment: this sweep's, and older recipes'
+    rows = status_rows(plan, records)
+    older = older_recipe_note(plan, records)
     if args.format == "json":
         print(json.dumps({"spec": spec.name, "experiment": spec.experiment, "trials": rows,
                           "older_recipe": older}, indent=2))

@@ -59,9 +59,10 @@ def preflight(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence
     root = profile.storage_root()
     preflight_storage(root, profile.storage_endpoint(), f"{profile.file} storage.path")
     tracking = Tracking(uri, spec.experiment)
-    selection = select_to_run(plan, tracking, rerun=rerun, retry_failed=retry_failed, trials=trials)
+    records = tracking.trial_records()  # every run of the experiment: this sweep's, and older recipes'
+    selection = select_to_run(plan, records, rerun=rerun, retry_failed=retry_failed, trials=trials)
     console.print(selection.summary(len(trials)))
-    older = older_recipe_note(plan, tracking)
+    older = older_recipe_note(plan, records)
     if older is not None:
         console.print(older, markup=False, soft_wrap=True)
     if not selection.to_run:

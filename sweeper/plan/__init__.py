@@ -37,6 +37,11 @@ ID_LENGTH = 12
 TRAIN_POINTS = 100  # at most this many train-metric points per curve: log_every_steps = ceil(steps / 100)
 
 
+def _from_config(field: str, doc: str = "") -> property:
+    """A Trial attribute read from its TrialConfig, where it is planned once."""
+    return property(lambda trial: getattr(trial.config, field), doc=doc or None)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Trial:
     """A planned trial: the TrialConfig its trainer runs, and what planning knows beside it (the spec
@@ -56,57 +61,19 @@ class Trial:
     cost: float | None
     origin: str  # file:line of the grid block that made it
 
-    @property
-    def id(self) -> str:
-        return self.config.trial_id
-
-    @property
-    def family(self) -> str:
-        return self.config.family
-
-    @property
-    def num_params(self) -> int:
-        return self.config.num_params  # PAPER.md's N, for C = 6ND
-
-    @property
-    def unique_tokens(self) -> int:
-        return self.config.unique_tokens  # U
-
-    @property
-    def epochs(self) -> float:
-        return self.config.epochs
-
-    @property
-    def tokens(self) -> int:
-        return self.config.tokens  # D = U x epochs
-
-    @property
-    def steps(self) -> int:
-        return self.config.steps  # optimizer steps = ceil(D / (batch_sequences x seq_len))
-
-    @property
-    def tokens_trained(self) -> int:
-        return self.config.tokens_trained  # steps x batch tokens: D rounded up to whole steps
-
-    @property
-    def epochs_trained(self) -> float:
-        return self.config.epochs_trained
-
-    @property
-    def warmup_steps(self) -> int:
-        return self.config.warmup_steps
-
-    @property
-    def eval_steps(self) -> tuple[int, ...]:
-        return self.config.eval_steps  # 0 (untrained) ... steps
-
-    @property
-    def checkpoint_every_steps(self) -> int:
-        return self.config.checkpoint_every_steps
-
-    @property
-    def seed(self) -> int:
-        return self.config.seed
+    id = _from_config("trial_id")
+    family = _from_config("family")
+    num_params = _from_config("num_params", "PAPER.md's N, for C = 6ND")
+    unique_tokens = _from_config("unique_tokens", "U")
+    epochs = _from_config("epochs")
+    tokens = _from_config("tokens", "D = U x epochs")
+    steps = _from_config("steps", "optimizer steps = ceil(D / (batch_sequences x seq_len))")
+    tokens_trained = _from_config("tokens_trained", "steps x batch tokens: D rounded up to whole steps")
+    epochs_trained = _from_config("epochs_trained")
+    warmup_steps = _from_config("warmup_steps")
+    eval_steps = _from_config("eval_steps", "0 (untrained) ... steps")
+    checkpoint_every_steps = _from_config("checkpoint_every_steps")
+    seed = _from_config("seed")
 
     @property
     def flops(self) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,21 +28,20 @@ class Selection:
         return f"{total} trials: " + ", ".join(parts)
 
 
-def joined(trials: Sequence[Trial], tracking: Tracking) -> Iterator[tuple[Trial, TrialRecord | None]]:
-    """Each trial, in order, with what the store holds for it (None: it has no run); one read of
-    the store for all of them."""
-    records = tracking.trial_records([t.id for t in trials])
+def joined(trials: Sequence[Trial], records: Mapping[str, TrialRecord]) -> Iterator[tuple[Trial, TrialRecord | None]]:
+    """Each trial, in order, with what the store holds for it (None: it has no run). `records`:
+    one read of the store (Tracking.trial_records), which a command shares between its views."""
     for trial in trials:
         yield trial, records.get(trial.id)
 
 
-def select_to_run(plan: Plan, tracking: Tracking, *, rerun: Sequence[str], retry_failed: bool,
+def select_to_run(plan: Plan, records: Mapping[str, TrialRecord], *, rerun: Sequence[str], retry_failed: bool,
                   trials: Sequence[Trial]) -> Selection:
     unknown = [i for i in rerun if i not in {t.id for t in plan.trials}]
     if unknown:
         raise UserError(f"--rerun {unknown[0]}: no trial with this id in the plan of {plan.spec_name}")
     to_run, finished, failed = [], [], []
-    for trial, record in joined(trials, tracking):
+    for trial, record in joined(trials, records):
         status = record.status if record else None
         if trial.id in rerun:
             to_run.append(trial)
@@ -55,13 +54,13 @@ def select_to_run(plan: Plan, tracking: Tracking, *, rerun: Sequence[str], retry
     return Selection(to_run=tuple(to_run), finished=tuple(finished), failed=tuple(failed))
 
 
-def status_rows(plan: Plan, tracking: Tracking) -> list[dict[str, Any]]:
+def status_rows(plan: Plan, records: Mapping[str, TrialRecord]) -> list[dict[str, Any]]:
     """One row per planned trial: its state in the store (PENDING without a run), progress, loss."""
     return [{"id": trial.id, "name": trial.name, "status": record.status if record else "PENDING",
              "tokens_done": max(record.last_steps.values(), default=0) if record else 0, "tokens": trial.tokens,
              "val_loss": record.metrics.get("val/loss") if record else None,
              "failure": record.failure if record else None, "run_id": record.run_id if record else None}
-            for trial, record in joined(plan.trials, tracking)]
+            for trial, record in joined(plan.trials, records)]
 
 
 RESULT_COLUMNS = ("family", "model", "params", "tokens", "unique_tokens", "epochs", "flops", "loss", "loss_best",
@@ -76,7 +75,7 @@ def finished_rows(plan: Plan, tracking: Tracking) -> list[dict[str, Any]]:
     and `epochs_planned` keep the plan's. The fitter classes a row single-epoch by `epochs_planned`
     (sweeper.fit.table), so a one-epoch trial that trained 1.007 epochs stays one."""
     rows = []
-    for trial, record in joined(plan.trials, tracking):
+    for trial, record in joined(plan.trials, tracking.trial_records([t.id for t in plan.trials])):
         if record is None or record.status != "FINISHED" or "final/val_loss" not in record.metrics:
             continue
         tokens = int(record.metrics.get("final/tokens_trained", trial.tokens_trained))
@@ -90,10 +89,10 @@ def finished_rows(plan: Plan, tracking: Tracking) -> list[dict[str, Any]]:
     return rows
 
 
-def older_recipe_note(plan: Plan, tracking: Tracking) -> str | None:
+def older_recipe_note(plan: Plan, records: Mapping[str, TrialRecord]) -> str | None:
     """One line when the store holds finished trials of this sweep trained under another recipe
     version (ID_SCHEMA) than the plan's: their ids differ, so they are not done for this one."""
-    older = [record for record in tracking.trial_records().values()
+    older = [record for record in records.values()
              if record.status == "FINISHED" and record.tags.get(TAG_SWEEP) == plan.spec_name
              and record.tags.get(TAG_SCHEMA, OLDEST_SCHEMA) != ID_SCHEMA]
     if not older:

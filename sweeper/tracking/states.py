@@ -39,7 +39,8 @@ def store_states(profile: Any, experiment: str, trials: Sequence[Trial]) -> Stor
     try:
         tracking = Tracking(uri, experiment, create=False)
         states = {trial.id: PLAN_STATES.get(record.status, "to run")
-                  for trial, record in joined(trials, tracking) if record is not None}
+                  for trial, record in joined(trials, tracking.trial_records([t.id for t in trials]))
+                  if record is not None}
     except Exception as error:  # noqa: BLE001 (a view of the plan: any store failure is one line, not a crash)
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         return StoreStates(states=None, note=f"done vs to run unknown: MLflow at {uri} answered: {first}")
