@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,8 +21,11 @@ Family = Literal["ar", "mdm"]
 Schedule = Literal["cosine", "linear", "constant"]
 Precision = Literal["bf16", "fp32"]
 Parallelism = Literal["ddp", "fsdp"]
+LossWeight = Literal["elbo", "unweighted"]
+TimeSampling = Literal["iid", "stratified"]
 
 EMBEDDING_ROW_MULTIPLE = 128  # embedding rows are padded to a multiple of this (DESIGN.md)
+MAX_ORDERINGS = 1024  # token orderings an ar trial may train on (the paper: at most 16)
 
 # The settings that say *how* or *where* a trial runs, never *what* it trains or the curve it records:
 # the spec's `compile`, `checkpoint_every_minutes` and a source's `streaming`, and the TrialConfig
@@ -33,6 +37,67 @@ EMBEDDING_ROW_MULTIPLE = 128  # embedding rows are padded to a multiple of this 
 HOW_KEYS = frozenset({"compile", "checkpoint_every_minutes", "streaming",  # spec keys
                       "device", "peak_flops", "micro_batch", "parallelism",  # set where it runs
                       "checkpoint_every_steps", "log_every_steps"})  # planned cadences
+
+
+# Train settings added after trial ids were first pinned: the paper's ablations and the mdm objective's
+# options (PAPER.md, "Ablations in the paper", "Later work"). Each enters a trial's id only where it
+# differs from its default, which is what every trial trained before it existed (sweeper.plan), so no
+# earlier id changes. attention_dropout None means "as dropout".
+OPTION_DEFAULTS: dict[str, Any] = {"attention_dropout": None, "input_mask_rate": 0.0, "orderings": 1,
+                                   "mdm_loss_weight": "elbo", "mdm_t_sampling": "iid",
+                                   "mdm_min_mask_rate": 1e-3}
+AR_OPTIONS = ("input_mask_rate", "orderings")  # for ar trials only
+MDM_OPTIONS = ("mdm_loss_weight", "mdm_t_sampling", "mdm_min_mask_rate")  # for mdm trials only
+
+
+def changed_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of OPTION_DEFAULTS that `values` (train settings by name) set away from their
+    defaults, in OPTION_DEFAULTS' order; an attention_dropout equal to `dropout` is the default."""
+    out = {}
+    for name, default in OPTION_DEFAULTS.items():
+        value = values.get(name, default)
+        if name == "attention_dropout" and value is not None and value == values.get("dropout"):
+            continue
+        if value != default:
+            out[name] = value
+    return out
+
+
+OPTION_TAGS = {"attention_dropout": "adrop", "input_mask_rate": "imask", "orderings": "ord",
+               "mdm_loss_weight": "", "mdm_t_sampling": "", "mdm_min_mask_rate": "pmin"}
+
+
+def options_label(values: Mapping[str, Any]) -> str:
+    """The changed options as a short name part, e.g. 'adrop0.5', 'ord4-stratified' ('' for none)."""
+    return "-".join(f"{OPTION_TAGS[name]}{value:g}" if isinstance(value, (int, float)) else
+                    f"{OPTION_TAGS[name]}{value}" for name, value in changed_options(values).items())
+
+
+def options_text(values: Mapping[str, Any]) -> str:
+    """The changed options as 'orderings=4,input_mask_rate=0.1' ('' for none): `sweeper results`'
+    `options` column, which the report's ablations read (sweeper.fit.ablations.parse_options)."""
+    return ",".join(f"{name}={value:g}" if isinstance(value, (int, float)) else f"{name}={value}"
+                    for name, value in changed_options(values).items())
+
+
+def option_family_problem(family: str, values: Mapping[str, Any]) -> str | None:
+    """Why these train settings cannot train `family` (an ar-only option set for mdm, or the
+    reverse), or None."""
+    for name in changed_options(values):
+        if (name in AR_OPTIONS and family != "ar") or (name in MDM_OPTIONS and family != "mdm"):
+            owner = "ar" if name in AR_OPTIONS else "mdm"
+            return (f"{name} applies to {owner} trials only, not to {family} ones ({name}: {values[name]}); "
+                    f"set it in a grid block of family {owner} or an override with when: {{family: {owner}}}")
+    return None
+
+
+def loss_is_likelihood_bound(family: str, mdm_loss_weight: str) -> bool:
+    """Whether a trial's training loss is a likelihood or bounds one (nats/token): ar's cross-entropy
+    is a chain-rule likelihood in any token order (with input masks or dropout, that of the model so
+    corrupted), mdm's 1/p-weighted loss is the ELBO (PAPER.md; the clamp p >= m moves it by O(m));
+    mdm's unweighted loss is neither. Validation reports the bound for every trial (ar: cross-entropy
+    in the natural order; mdm: the ELBO)."""
+    return family == "ar" or mdm_loss_weight == "elbo"
 
 
 def padded_vocab_size(vocab_size: int) -> int:
@@ -100,6 +165,15 @@ class TrialConfig:
     peak_flops: float | None  # per device, for mfu; None: no mfu metric
     parallelism: Parallelism = "ddp"  # with several processes: replicate (ddp) or shard (fsdp)
 
+    # ablations and mdm objective options (OPTION_DEFAULTS); the defaults are what trials trained
+    # before they existed, so a checkpoint written then loads with them
+    attention_dropout: float | None = None  # on attention probabilities; None: `dropout`
+    input_mask_rate: float = 0.0  # ar: each input token replaced by the mask id with this probability
+    orderings: int = 1  # ar: fixed token orderings, the first the identity (sweeper.trainer.orderings)
+    mdm_loss_weight: LossWeight = "elbo"  # elbo: CE / p; unweighted: CE
+    mdm_t_sampling: TimeSampling = "iid"  # t per training sequence: i.i.d., or one per stratum of the batch
+    mdm_min_mask_rate: float = 1e-3  # training p = (1 - m)·t + m; validation keeps the paper's 1e-3
+
     def __post_init__(self) -> None:
         problems = list(_problems(self))
         if problems:
@@ -108,6 +182,10 @@ class TrialConfig:
     @property
     def mask_id(self) -> int:
         return self.vocab_size
+
+    @property
+    def attention_dropout_rate(self) -> float:
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
 
     @property
     def padded_vocab_size(self) -> int:
@@ -155,6 +233,23 @@ def _problems(c: TrialConfig) -> list[str]:
         out.append(f"epochs must be positive, got {c.epochs!r}")
     if not 0.0 <= c.dropout < 1.0:
         out.append(f"dropout must be in [0, 1), got {c.dropout!r}")
+    if not (c.attention_dropout is None or 0.0 <= c.attention_dropout < 1.0):
+        out.append(f"attention_dropout must be in [0, 1), or None for dropout, got {c.attention_dropout!r}")
+    if not 0.0 <= c.input_mask_rate < 1.0:
+        out.append(f"input_mask_rate must be in [0, 1), got {c.input_mask_rate!r}")
+    if not (isinstance(c.orderings, int) and 1 <= c.orderings <= MAX_ORDERINGS):
+        out.append(f"orderings must be an integer in [1, {MAX_ORDERINGS}], got {c.orderings!r}")
+    if c.mdm_loss_weight not in ("elbo", "unweighted"):
+        out.append(f"mdm_loss_weight must be 'elbo' or 'unweighted', got {c.mdm_loss_weight!r}")
+    if c.mdm_t_sampling not in ("iid", "stratified"):
+        out.append(f"mdm_t_sampling must be 'iid' or 'stratified', got {c.mdm_t_sampling!r}")
+    if not 0.0 < c.mdm_min_mask_rate < 1.0:
+        out.append(f"mdm_min_mask_rate must be in (0, 1), got {c.mdm_min_mask_rate!r}")
+    if c.family in ("ar", "mdm"):
+        values = {name: getattr(c, name) for name in (*OPTION_DEFAULTS, "dropout")}
+        problem = option_family_problem(c.family, values)
+        if problem:
+            out.append(problem)
     if not c.init_std > 0:
         out.append(f"init_std must be positive (the paper uses 0.02), got {c.init_std!r}")
     if c.head_dim % 2 != 0:

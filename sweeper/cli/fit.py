@@ -181,8 +181,15 @@ def _analyse(ctx: Context) -> tuple[Inputs, Analysis]:
         from sweeper.console import UserError
         raise UserError("--columns names the columns of a --from-csv file; it has no meaning "
                         "for SPEC input")
+    # trials that set train options (ablations) are compared in the report, not fitted
+    plain = [row for row in inputs.rows if not row.get("options")]
+    if inputs.rows and not plain:
+        from sweeper.console import UserError
+        raise UserError(f"{inputs.source}: all {len(inputs.rows)} finished trials set train options "
+                        "(ablations), and the fit reads plain trials only; run the plain ar and mdm "
+                        "trials beside them")
     trials = read_csv(args.from_csv, args.columns) if args.from_csv is not None else \
-        from_rows(inputs.rows, source=inputs.source, loss=args.loss)
+        from_rows(plain, source=inputs.source, loss=args.loss)
     observations = average_seeds(trials)
     counts = {name: int((trials.family == name).sum()) for name in observations.families()}
     analysis = analyse(observations, counts, options)
@@ -315,7 +322,7 @@ def run_report(args: argparse.Namespace) -> int:
     curves = _curves(inputs)
     try:
         written = report.write_report(analysis, args.out, source=inputs.source, loss=inputs.loss,
-                                      curves=curves)
+                                      curves=curves, rows=inputs.rows)
     except OSError as error:
         raise UserError(f"cannot write the report into {args.out}: "
                         f"{error.strerror or error}") from None

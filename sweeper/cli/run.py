@@ -166,10 +166,11 @@ def run_results(args: argparse.Namespace) -> int:
         return 0
     print_table(f"{spec.name}: {len(rows)} finished of {len(plan.trials)}",
                 [(c, "left") for c in ("family", "model", "N", "U", "epochs", "D", "FLOPs", "final loss", "best loss",
-                                       "run")],
+                                       "options", "run")],
                 [[r["family"], r["model"], fmt_count(r["params"]), fmt_count(r["unique_tokens"]), fmt_epochs(r["epochs"]),
                   fmt_count(r["tokens"]), fmt_sci(r["flops"]), f"{r['loss']:.4f}",
-                  f"{r['loss_best']:.4f}" if r["loss_best"] is not None else "", r["run_id"]] for r in rows])
+                  f"{r['loss_best']:.4f}" if r["loss_best"] is not None else "", r["options"], r["run_id"]]
+                 for r in rows])
     return 0
 
 

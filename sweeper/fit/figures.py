@@ -24,9 +24,10 @@ from sweeper.fit.table import TrialCurve
 
 
 def trial_curves(curves: Sequence[TrialCurve], path: Path,
-                 floor: float | None = None) -> str | None:
+                 floor: float | None = None, which: str = "finished") -> str | None:
     """Every trial's validation loss against tokens seen, one panel per family, coloured by model
-    size: a model's runs share a colour and so read as one bundle, whatever their U and epochs."""
+    size: a model's runs share a colour and so read as one bundle, whatever their U and epochs.
+    `which` names the trials drawn ("finished"; "plain" when the ablations' are drawn apart)."""
     curves = [curve for curve in curves if (curve.tokens_seen > 0).any()]
     if not curves:
         return None
@@ -68,10 +69,10 @@ def trial_curves(curves: Sequence[TrialCurve], path: Path,
     if len(sizes) <= 12:
         bar.set_ticks(sizes, labels=[token_label(size) for size in sizes])
         bar.minorticks_off()
-    figure.suptitle("Validation loss during training, every finished trial", fontsize=11)
+    figure.suptitle(f"Validation loss during training, every {which} trial", fontsize=11)
     figure.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(figure)
-    return ("Every finished trial's validation loss during training. Tokens seen on a log scale, "
+    return (f"Every {which} trial's validation loss during training. Tokens seen on a log scale, "
             "one panel per family, coloured by model size; a dot marks each run's end "
             "(D = U × epochs). Early evaluations far above where the runs end are cut off.")
 

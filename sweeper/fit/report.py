@@ -7,11 +7,12 @@ each format renders the same blocks, so the two files never disagree.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sweeper.fit import figures, render
+from sweeper.fit import ablations, figures, render
 from sweeper.fit.laws import PARAMETER_NAMES
 from sweeper.fit.results import SYMBOLS, Analysis
 from sweeper.fit.table import TrialCurve
@@ -131,8 +132,24 @@ def _crit_blocks(analysis: Analysis) -> list[Block]:
     return blocks
 
 
+def _ablation_blocks(found: Sequence[ablations.Axis], drawn: list[tuple[str, str | None]]) -> list[Block]:
+    blocks: list[Block] = [Heading("Ablations"), Paragraph(
+        "Trials that set a train option away from its default (README, train settings), one table "
+        "per option: each value's best validation loss (the lowest point of its curve, best over "
+        "its trials) beside plain ar and plain mdm trained on the same unique tokens U for the "
+        "same epochs; the scaling-law fit above reads the plain trials only. Validation loss is a "
+        "likelihood bound for every trial (ar: cross-entropy in the natural order, no input masking; "
+        "mdm: the ELBO with p = (1 − 1e-3)·t + 1e-3, whatever the training options); the last column "
+        "says whether the training loss is one as well (mdm's unweighted loss is not).")]
+    for axis in found:
+        header, rows = ablations.table(axis)
+        blocks += [Heading(f"{axis.family}: {axis.name}", level=3), TableBlock(header, rows)]
+    blocks += [Figure(path=f"figures/{name}", caption=caption) for name, caption in drawn if caption]
+    return blocks
+
+
 def build(analysis: Analysis, source: str, loss: render.Loss, drawn: list[tuple[str, str | None]],
-          *, has_curves: bool) -> list[Block]:
+          *, has_curves: bool, ablation_blocks: Sequence[Block] = ()) -> list[Block]:
     """The report's blocks; `drawn` lists every figure, the curves figure first when the input
     has curves (`has_curves`; a CSV input has none)."""
     blocks: list[Block] = [
@@ -142,6 +159,7 @@ def build(analysis: Analysis, source: str, loss: render.Loss, drawn: list[tuple[
     ]
     blocks += _family_blocks(analysis)
     blocks += _crit_blocks(analysis)
+    blocks += ablation_blocks
     blocks.append(Heading("Figures"))
     if not has_curves:
         blocks.append(Paragraph("No training curves: a CSV input holds each trial's final loss "
@@ -212,18 +230,33 @@ def to_html(blocks: list[Block], title: str) -> str:
 
 
 def write_report(analysis: Analysis, out: Path, *, source: str, loss: render.Loss,
-                 curves: Sequence[TrialCurve] | None) -> WrittenReport:
+                 curves: Sequence[TrialCurve] | None,
+                 rows: Sequence[Mapping[str, Any]] = ()) -> WrittenReport:
     """Write report.md, report.html and figures/*.png into `out` (created if missing).
 
     `curves` are the trials' validation curves from the tracking store; None when the input
-    carries none (a CSV), and the report says so instead of drawing them.
+    carries none (a CSV), and the report says so instead of drawing them. `rows` are the
+    `sweeper results` rows: those that set train options make the Ablations section
+    (sweeper.fit.ablations), and the curves figure draws the plain trials only.
     """
     (out / "figures").mkdir(parents=True, exist_ok=True)
+    found = ablations.axes(rows)
+    plain_ids = {str(r["trial_id"]) for r in rows if not r.get("options")}
     drawn = [] if curves is None else [
-        (CURVES_FIGURE, figures.trial_curves(curves, out / "figures" / CURVES_FIGURE,
-                                             floor=analysis.entropy_rate))]
+        (CURVES_FIGURE, figures.trial_curves([c for c in curves if not found or c.trial_id in plain_ids],
+                                             out / "figures" / CURVES_FIGURE, floor=analysis.entropy_rate,
+                                             which="plain" if found else "finished"))]
     drawn += figures.draw_all(analysis, out / "figures")
-    blocks = build(analysis, source, loss, drawn, has_curves=curves is not None)
+    extra: list[tuple[str, str | None]] = []
+    if found:
+        extra.append((ablations.FIGURE, ablations.draw(found, out / "figures" / ablations.FIGURE)))
+        if curves is not None:
+            by_id = {curve.trial_id: curve for curve in curves}
+            extra.append((ablations.CURVES_FIGURE, ablations.draw_curves(
+                found, rows, by_id, out / "figures" / ablations.CURVES_FIGURE)))
+    drawn += extra
+    blocks = build(analysis, source, loss, [d for d in drawn if d not in extra], has_curves=curves is not None,
+                   ablation_blocks=_ablation_blocks(found, extra) if found else ())
     markdown, page = out / "report.md", out / "report.html"
     markdown.write_text(to_markdown(blocks), encoding="utf-8")
     page.write_text(to_html(blocks, "Scaling-law fit"), encoding="utf-8")

@@ -143,6 +143,7 @@ class TrialCurve:
     epochs: float
     tokens_seen: np.ndarray  # ascending
     loss: np.ndarray  # validation loss, nats per token
+    trial_id: str = ""
 
 
 def curves_from_rows(rows: Sequence[Mapping[str, Any]],
@@ -159,7 +160,7 @@ def curves_from_rows(rows: Sequence[Mapping[str, Any]],
                                  num_params=float(row["params"]),
                                  unique_tokens=float(row["unique_tokens"]),
                                  epochs=float(row["epochs"]), tokens_seen=_frozen(tokens_seen, float),
-                                 loss=_frozen(loss, float)))
+                                 loss=_frozen(loss, float), trial_id=str(row.get("trial_id", ""))))
     return tuple(curves)
 
 
@@ -286,6 +287,8 @@ def resolve_columns(header: Sequence[str], mapping: Mapping[str, str], *,
 
 def read_csv(path: Path, columns: Mapping[str, str] | None = None) -> Trials:
     """Read `params, tokens, loss` and the optional `unique_tokens, family, seed, epochs_planned` columns.
+    A row with a non-empty `options` column (`sweeper results`: a trial that set train options, an
+    ablation) is left out, as the fit of SPEC input leaves it out.
 
     Columns are found by name in any of their common spellings (`SPELLINGS`), or as `columns`
     maps them; `flops` (C = 6ND) stands in for a missing `tokens` column, D = C / 6N. Other
@@ -304,13 +307,20 @@ def read_csv(path: Path, columns: Mapping[str, str] | None = None) -> Trials:
                 raise UserError(f"{path}: the file is empty; expected a header with "
                                 f"{', '.join(REQUIRED_COLUMNS)}")
             index = resolve_columns(header, columns or {}, where=str(path))
+            # `sweeper results` names the train options a trial set (ablations): fitted are plain rows only
+            normal = [_normal(name) for name in header]
+            options_at = normal.index("options") if "options" in normal else None
             rows: list[tuple[str, float, float, float, float, str, float]] = []
+            ablations = 0
             for line_number, cells in enumerate(reader, start=2):
                 if not any(cell.strip() for cell in cells):
                     continue
                 if len(cells) < len(header):
                     raise UserError(f"{path}:{line_number}: expected {len(header)} columns, "
                                     f"got {len(cells)}")
+                if options_at is not None and cells[options_at].strip():
+                    ablations += 1
+                    continue
                 where = f"{path}:{line_number}"
                 family = cells[index["family"]].strip() if "family" in index else DEFAULT_FAMILY
                 if not family:
@@ -345,7 +355,9 @@ def read_csv(path: Path, columns: Mapping[str, str] | None = None) -> Trials:
         except (UnicodeDecodeError, csv.Error) as error:
             raise UserError(f"{path}: not a readable CSV file ({error})") from None
     if not rows:
-        raise UserError(f"{path}: no data rows after the header")
+        raise UserError(f"{path}: no data rows after the header" + (
+            f" but {ablations} that set train options (column options), which the fit leaves out"
+            if ablations else ""))
     family, num_params, tokens, unique_tokens, loss, seed, epochs_planned = zip(*rows, strict=True)
     if len(set(loss)) == 1 and len(loss) > 1:
         raise UserError(f"{path}: all {len(loss)} rows have the same loss ({loss[0]:g}), so there "

@@ -29,7 +29,8 @@ from sweeper.profile import Hardware, Profile
 from sweeper.spec.schema import FieldError, plain
 from sweeper.plan.sizing import Sizing, estimate_device_seconds, size_trial, wall_seconds
 from sweeper.spec import DataSpec, SweepSpec, TrainSpec
-from sweeper.trial import HOW_KEYS, Parallelism, TrialConfig, training_flops
+from sweeper.trial import HOW_KEYS, OPTION_DEFAULTS, Parallelism, TrialConfig, changed_options, \
+    option_family_problem, options_label, training_flops
 from sweeper.units import fmt_count, fmt_epochs
 
 ID_SCHEMA = "sweeper.trial/2"  # README: what changed between recipe versions (2: mdm noise, init)
@@ -140,6 +141,9 @@ def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
         train = dataclasses.replace(spec.train, **dict(point.settings)) if point.settings else spec.train
     except FieldError as error:
         raise point.origin.error(f"{error.message} (after this block's settings and overrides)") from None
+    problem = option_family_problem(point.family, _what(train))
+    if problem:
+        raise point.origin.error(f"{problem} (after this block's settings and overrides)")
     data, model, hardware = spec.data, spec.models[point.model], profile.hardware
     tokens_per_step = train.batch_sequences * data.seq_len
     steps = max(1, math.ceil(point.tokens / tokens_per_step))
@@ -171,15 +175,21 @@ def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
             batch_sequences=train.batch_sequences, micro_batch=sizing.micro_batch, eval_steps=evals,
             mdm_eval_samples=train.mdm_eval_samples, checkpoint_every_steps=checkpoint_every,
             log_every_steps=-(-steps // TRAIN_POINTS), precision=train.precision, compile=train.compile,
-            device=device, peak_flops=hardware.peak_flops, parallelism=parallelism(device, sizing))
+            device=device, peak_flops=hardware.peak_flops, parallelism=parallelism(device, sizing),
+            **{**{name: getattr(train, name) for name in OPTION_DEFAULTS}, **_same_dropout(train)})
     except ValueError as error:  # the spec's own checks should have said it at its key; this says where
         raise point.origin.error(str(error)) from None
     return Trial(
-        config=config, name=trial_name(point, train.seed, spec.train.seed), model=model,
+        config=config, name=trial_name(point, train, spec.train.seed), model=model,
         num_params_actual=num_params_actual(model, spec.vocab_size), flops_budget=point.flops_budget,
         train=train, data=data, sizing=sizing, device_seconds=device_s, wall_seconds=wall_s,
         cost=None if price is None else device_s / 3600 * price, origin=f"{point.origin.file}:{point.origin.line}",
     )
+
+
+def _same_dropout(train: TrainSpec) -> dict[str, Any]:
+    """attention_dropout equal to dropout is its default (None), in the config as in the id."""
+    return {"attention_dropout": None} if train.attention_dropout == train.dropout else {}
 
 
 def parallelism(device: str, sizing: Sizing) -> Parallelism:
@@ -200,9 +210,13 @@ def eval_steps(steps: int, points: int, spacing: str) -> tuple[int, ...]:
     return (0, *sorted((marks | {steps}) - {0}))
 
 
-def trial_name(point: Point, seed: int, default_seed: int) -> str:
+def trial_name(point: Point, train: TrainSpec, default_seed: int) -> str:
+    """family-model-U…-e…, then the changed options (sweeper.trial.options_label) and -s{seed} when
+    not the spec's: mdm-140M-U100M-e50, ar-278M-U100M-e100-ord4."""
     name = f"{point.family}-{point.model}-U{fmt_count(point.unique_tokens)}-e{fmt_epochs(point.epochs)}"
-    return name if seed == default_seed else f"{name}-s{seed}"
+    options = options_label(_what(train))
+    name = f"{name}-{options}" if options else name
+    return name if train.seed == default_seed else f"{name}-s{train.seed}"
 
 
 def trial_identity(*, family: str, model: ModelSpec, data: DataSpec, train: TrainSpec, unique_tokens: int,
@@ -214,10 +228,18 @@ def trial_identity(*, family: str, model: ModelSpec, data: DataSpec, train: Trai
         "data": _what(data),
         "unique_tokens": unique_tokens,
         "tokens": tokens,
-        "train": _what(train),
+        "train": _train_what(train),
     }
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
+
+
+@functools.lru_cache(maxsize=1024)
+def _train_what(train: TrainSpec) -> dict[str, Any]:
+    """The train settings an id hashes: each option of OPTION_DEFAULTS only where it differs from its
+    default (sweeper.trial), so ids planned before an option existed stay as they were."""
+    what = _what(train)
+    return {**{k: v for k, v in what.items() if k not in OPTION_DEFAULTS}, **changed_options(what)}
 
 
 @functools.lru_cache(maxsize=1024)

@@ -22,6 +22,7 @@ from sweeper.spec.schema import FieldError, check_keys, describe, read_dataclass
     require_mapping, spec_field
 from sweeper.spec.nodes import Node, SpecError, load_yaml, merge
 from sweeper.trial import HOW_KEYS  # noqa: F401  (how-not-what keys, left out of ids: defined with TrialConfig)
+from sweeper.trial import MAX_ORDERINGS
 
 SPEC_VERSION = 1
 Family = Literal["ar", "mdm"]
@@ -201,6 +202,15 @@ class TrainSpec:
     eval_spacing: Literal["log", "linear"] = "log"
     mdm_eval_samples: int = spec_field(32, positive=True, max=100_000,
                                        doc="Monte-Carlo draws of t per validation sequence")
+    # the paper's ablations and the mdm objective's options (sweeper.trial.OPTION_DEFAULTS: in trial
+    # ids only where they differ from these defaults)
+    attention_dropout: float | None = spec_field(None, min=0, below=1,
+                                                 doc="on attention probabilities; null: as dropout")
+    input_mask_rate: float = spec_field(0.0, min=0, below=1, doc="ar: input tokens replaced by the mask id")
+    orderings: int = spec_field(1, positive=True, max=MAX_ORDERINGS, doc="ar: fixed token orderings")
+    mdm_loss_weight: Literal["elbo", "unweighted"] = "elbo"
+    mdm_t_sampling: Literal["iid", "stratified"] = "iid"
+    mdm_min_mask_rate: float = spec_field(1e-3, positive=True, below=1, doc="mdm: p = (1 - m) t + m")
     seed: int = spec_field(1234, min=0, max=MAX_SEED)
     compile: bool = spec_field(True, doc="how, not what: excluded from trial ids")
     checkpoint_every_minutes: float = spec_field(30.0, positive=True, max=1e6,

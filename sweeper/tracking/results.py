@@ -9,7 +9,8 @@ from typing import Any
 from sweeper.console import UserError
 from sweeper.plan import ID_SCHEMA, Plan, Trial
 from sweeper.tracking import OLDEST_SCHEMA, TAG_SCHEMA, TAG_SWEEP, Tracking, TrialRecord
-from sweeper.trial import training_flops
+from sweeper.spec.schema import plain
+from sweeper.trial import options_text, training_flops
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,7 +65,7 @@ def status_rows(plan: Plan, records: Mapping[str, TrialRecord]) -> list[dict[str
 
 
 RESULT_COLUMNS = ("family", "model", "params", "tokens", "unique_tokens", "epochs", "flops", "loss", "loss_best",
-                  "seed", "tokens_planned", "epochs_planned", "trial_id", "run_id")
+                  "seed", "tokens_planned", "epochs_planned", "options", "trial_id", "run_id")
 
 
 def finished_rows(plan: Plan, tracking: Tracking) -> list[dict[str, Any]]:
@@ -73,7 +74,9 @@ def finished_rows(plan: Plan, tracking: Tracking) -> list[dict[str, Any]]:
     `tokens`, `epochs` and `flops` count what the trial trained (steps × batch tokens, as its run
     recorded it), which the ceil to whole steps puts a little above the planned D; `tokens_planned`
     and `epochs_planned` keep the plan's. The fitter classes a row single-epoch by `epochs_planned`
-    (sweeper.fit.table), so a one-epoch trial that trained 1.007 epochs stays one."""
+    (sweeper.fit.table), so a one-epoch trial that trained 1.007 epochs stays one. `options` names
+    the train options the trial set away from their defaults (sweeper.trial.OPTION_DEFAULTS), e.g.
+    "orderings=4", "" for none: the report's ablations; the fit reads only rows without."""
     rows = []
     for trial, record in joined(plan.trials, tracking.trial_records([t.id for t in plan.trials])):
         if record is None or record.status != "FINISHED" or "final/val_loss" not in record.metrics:
@@ -85,7 +88,7 @@ def finished_rows(plan: Plan, tracking: Tracking) -> list[dict[str, Any]]:
                      "loss": record.metrics["final/val_loss"],
                      "loss_best": record.metrics.get("final/val_loss_best"), "seed": trial.seed,
                      "tokens_planned": trial.tokens, "epochs_planned": trial.epochs,
-                     "trial_id": trial.id, "run_id": record.run_id})
+                     "options": options_text(plain(trial.train)), "trial_id": trial.id, "run_id": record.run_id})
     return rows
 
 

@@ -34,7 +34,8 @@ from sweeper.trainer.errors import NonFiniteLoss, TrialOutOfMemory
 from sweeper.trial import HOW_KEYS, TrialConfig, model_flops_utilisation, palm_flops_per_token, training_flops
 from sweeper.trainer.loader import SampleStream, ValidationSet, check_token_ids, to_device
 from sweeper.trainer.model import ModelConfig, Transformer
-from sweeper.trainer.objectives import family_loss_sums, train_noise
+from sweeper.trainer.objectives import family_loss_sums, input_mask, train_noise
+from sweeper.trainer.orderings import training_orders
 from sweeper.trainer.optim import lr_at, make_optimizer
 
 Reporter = Callable[[dict[str, float], str | None], None]
@@ -151,8 +152,24 @@ class _Trial:
         self.start_step = self.loop.step
 
     def _loss_sums(self, tokens: torch.Tensor, masked: torch.Tensor | None,
-                   p: torch.Tensor | None) -> torch.Tensor:
-        return family_loss_sums(self.model, tokens, masked, p, self.c.mask_id)
+                   p: torch.Tensor | None, order: torch.Tensor | None = None) -> torch.Tensor:
+        orders = () if order is None else (order,)  # without orderings, the five-argument call as before
+        return family_loss_sums(self.model, tokens, masked, p, self.c.mask_id, *orders)
+
+    def step_noise(self, step: int) -> tuple[torch.Tensor | None, ...]:
+        """(masked, p, order) of optimizer step `step` for the whole global batch, row i for its
+        sequence i (None where the trial has none): mdm's masks and loss divisors, or ar's input
+        masks and orderings. Keyed by (seed, step), so any micro-batch split trains the same."""
+        c = self.c
+        if c.family == "mdm":
+            p, masked = train_noise(c.seed, step, c.batch_sequences, c.seq_len, t_sampling=c.mdm_t_sampling,
+                                    min_mask_rate=c.mdm_min_mask_rate)
+            return masked, p if c.mdm_loss_weight == "elbo" else torch.ones_like(p), None
+        masked = input_mask(c.seed, step, c.batch_sequences, c.seq_len, c.input_mask_rate) \
+            if c.input_mask_rate > 0 else None
+        order = training_orders(c.seed, step, c.batch_sequences, c.seq_len + 1, c.orderings) \
+            if c.orderings > 1 else None
+        return masked, None, order
 
     def autocast(self) -> AbstractContextManager[Any]:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.c.precision == "bf16")
@@ -164,18 +181,16 @@ class _Trial:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         step_loss = torch.zeros((), device=self.device)
-        noise = train_noise(c.seed, step, c.batch_sequences, c.seq_len) if c.family == "mdm" else None
+        noise = self.step_noise(step)
         for a in range(self.accumulation):
             chunk = a * procs.world_size + procs.rank
             tokens = to_device(self.stream.micro_batch(step, chunk, c.batch_sequences, c.micro_batch),
                                self.device)
-            masked = p = None
-            if noise is not None:  # the rows of this chunk's sequences in the global batch
-                rows = slice(chunk * c.micro_batch, (chunk + 1) * c.micro_batch)
-                p, masked = to_device(noise[0][rows], self.device), to_device(noise[1][rows], self.device)
+            rows = slice(chunk * c.micro_batch, (chunk + 1) * c.micro_batch)  # this chunk's sequences
+            masked, p, order = (None if x is None else to_device(x[rows], self.device) for x in noise)
             set_grad_sync(self.model, a == self.accumulation - 1)
             with self.autocast():
-                loss = self.forward(tokens, masked, p).sum() / (c.micro_batch * c.seq_len)
+                loss = self.forward(tokens, masked, p, order).sum() / (c.micro_batch * c.seq_len)
             (loss / self.accumulation).backward()
             step_loss += loss.detach()
         if c.grad_clip is not None:

@@ -1,6 +1,8 @@
 """The transformer both families share (PAPER.md): RoPE, SwiGLU, RMSNorm, no biases, tied embeddings.
 
 `ar` attends causally, `mdm` bidirectionally; nothing else differs, and mdm gets no time input.
+An ar model trained on several token orderings (sweeper.trainer.orderings) rotates each query by
+the original position of the token it is to predict, and each key by its own token's.
 Attention width is heads * head_dim, which may differ from d_model: q/k/v map d_model to that width
 and the output projection maps it back. The embedding has `padded_vocab_size` rows (the tokenizer's
 tokens, the mdm mask id, padding); the output head scores the tokenizer's tokens only, so the mask
@@ -28,8 +30,10 @@ class ModelConfig:
     head_dim: int
     layers: int
     seq_len: int
-    dropout: float
+    dropout: float  # on the embedding and on each block's two residual branches
     causal: bool
+    attention_dropout: float | None = None  # on attention probabilities; None: `dropout`
+    orderings: int = 1  # ar: >1 rotates queries by the next token's position (sweeper.trainer.orderings)
     rope_base: float = 10_000.0
     norm_eps: float = 1e-5
 
@@ -37,7 +41,8 @@ class ModelConfig:
     def from_trial(cls, c: TrialConfig) -> ModelConfig:
         return cls(vocab_size=c.vocab_size, d_model=c.d_model, h_f=c.h_f, heads=c.heads,
                    head_dim=c.head_dim, layers=c.layers, seq_len=c.seq_len, dropout=c.dropout,
-                   causal=c.family == "ar")
+                   causal=c.family == "ar", attention_dropout=c.attention_dropout_rate,
+                   orderings=c.orderings)
 
 
 class RMSNorm(nn.Module):
@@ -60,7 +65,8 @@ def rotary_tables(head_dim: int, seq_len: int, base: float) -> tuple[torch.Tenso
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, nh, T, hs): (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) per half. Written as
+    """x (B, nh, T, hs), cos and sin (T, hs) or, per sequence, (B, 1, T, hs):
+    (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) per half. Written as
     x * cos + swap(x) * signed sin: two full-width multiplies instead of four half-width ones,
     about half the time on a CPU, and one fusion under compile."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -70,16 +76,19 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class Attention(nn.Module):
     def __init__(self, c: ModelConfig) -> None:
         super().__init__()
-        self.heads, self.head_dim, self.causal, self.dropout = c.heads, c.head_dim, c.causal, c.dropout
+        self.heads, self.head_dim, self.causal = c.heads, c.head_dim, c.causal
+        self.dropout = c.dropout if c.attention_dropout is None else c.attention_dropout
         width = c.heads * c.head_dim
         self.qkv = nn.Linear(c.d_model, 3 * width, bias=False)
         self.out = nn.Linear(width, c.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                query_rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """query_rope: other (cos, sin) for the queries than the keys' (several orderings)."""
         B, T, _ = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, nh, T, hs) each
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = apply_rotary(q, *(query_rope or (cos, sin))), apply_rotary(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # (B, T, nh * hs)
@@ -106,8 +115,9 @@ class Block(nn.Module):
         self.mlp = SwiGLU(c)
         self.drop = nn.Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                query_rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, query_rope))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
@@ -122,7 +132,8 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.layers))
         self.norm = RMSNorm(c.d_model, c.norm_eps)
-        cos, sin = rotary_tables(c.head_dim, c.seq_len, c.rope_base)
+        # several orderings read positions 0..seq_len (a sample holds seq_len + 1 tokens)
+        cos, sin = rotary_tables(c.head_dim, c.seq_len + (c.orderings > 1), c.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
@@ -142,17 +153,31 @@ class Transformer(nn.Module):
                 else:  # RMSNorm gains, the only vectors (no biases anywhere)
                     p.fill_(1.0)
 
-    def forward(self, idx: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, select: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None,
+                next_positions: torch.Tensor | None = None) -> torch.Tensor:
         """idx (B, T) token ids (mask id allowed) -> logits (B, T, vocab_size); with `select`, a
         (B, T) bool tensor, only the selected positions are scored: logits (M, vocab_size) for the
         M selected positions in row-major order (`idx[select]`'s order). mdm scores only its masked
         positions this way, since its loss is zero at every other one: the final norm, the output
-        head and the cross-entropy then cost M/(B·T) of the full ones (about half for mdm)."""
+        head and the cross-entropy then cost M/(B·T) of the full ones (about half for mdm).
+
+        positions (B, T): each token's original position, for RoPE, when the sequence is read in
+        another order (default 0..T-1); next_positions (B, T): the original position of the token
+        each input predicts, by which a model of several orderings rotates the queries (default
+        1..T, the natural order; a one-ordering model rotates them as the keys, by `positions`)."""
         T = idx.shape[1]
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hs)
+        if positions is None:
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hs)
+        else:
+            cos, sin = self._rotary(positions)
+        query_rope = None
+        if self.config.orderings > 1:
+            query_rope = self._rotary(next_positions if next_positions is not None else
+                                      torch.arange(1, T + 1, device=idx.device))
         x = self.drop(self.embed(idx))  # (B, T, d)
         for block in self.blocks:
-            x = block(x, cos, sin)
+            x = block(x, cos, sin, query_rope)
         if select is not None:
             x = x[select]  # (M, d): the norm and the head act per position
         x = self.norm(x)
@@ -163,6 +188,12 @@ class Transformer(nn.Module):
             # loss under torch.compile
             return F.linear(x, weight)[..., :vocab]
         return F.linear(x, weight[:vocab])  # (B, T, V) or (M, V)
+
+    def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE's cos and sin at `positions`: (T,) -> (T, hs) each; per sequence, (B, T) -> (B, 1, T, hs)."""
+        if positions.dim() == 1:
+            return self.rope_cos[positions], self.rope_sin[positions]
+        return self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
 
     def num_params(self) -> int:
         """Actual parameter count, the tied embedding counted once."""
