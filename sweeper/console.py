@@ -8,8 +8,11 @@ plain text, padded to their widest cell, which takes milliseconds and pipes into
 
 from __future__ import annotations
 
+import copyreg
+import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,14 +23,40 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False)
 
 
+# user:password@ in a URI, and the values of query parameters named like a credential
+# (?token=, &api_key=, X-Amz-Signature=, ...): what `redact` hides.
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*):[^\s/?#@]*@")
+_QUERY = re.compile(r"(?P<head>[?&;](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s'\"]+)")
+_SECRET_NAME = re.compile(r"(?:^|[_.-])(?:[a-z]*token|api_?key|access_?key|key|secret|passw(?:or)?d|pwd|pass|signature"
+                          r"|sig|credentials?|auth[a-z]*)$", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials a URI can carry replaced by ***: the password of user:password@
+    and the values of query parameters named like a credential. Every message that can hold a URI
+    (errors, notes, run tags) goes through here."""
+    text = _USERINFO.sub(r"\g<head>:***@", text)
+    return _QUERY.sub(lambda m: m["head"] + "***" if _SECRET_NAME.search(m["name"]) else m[0], text)
+
+
 class UserError(Exception):
     """A mistake the user can fix (bad spec, missing file, unreachable server).
 
     The CLI prints its message as one line on stderr and exits with code 2, without a traceback.
-    The message names what went wrong and where (file:line and key path, a URL, a path).
+    The message names what went wrong and where (file:line and key path, a URL, a path); credentials
+    in it are redacted when it is made (`redact`).
     """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *args: Any) -> None:
+        super().__init__(redact(str(message)), *args)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray carries an error from a worker to the driver by pickling it. The default rebuilds it by
+        # calling the class with `args` (the one message), which subclasses taking other arguments
+        # refuse; this rebuilds it without calling __init__, attributes restored.
+        return copyreg.__newobj__, (type(self), *self.args), self.__dict__  # type: ignore[attr-defined]
 
 
 def one_line(text: str) -> str:
@@ -37,7 +66,7 @@ def one_line(text: str) -> str:
 
 
 def fail(error: UserError) -> int:
-    err_console.print(f"[bold red]error:[/] {escape(one_line(str(error)))}", soft_wrap=True, emoji=False)
+    err_console.print(f"[bold red]error:[/] {escape(one_line(redact(str(error))))}", soft_wrap=True, emoji=False)
     return error.exit_code
 
 

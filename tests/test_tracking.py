@@ -123,6 +123,23 @@ def test_a_rerun_opens_a_fresh_run_and_supersedes_the_old_one(tmp_path: Path) ->
     assert open_smoke_trial(tracking, parent).run_id == fresh.run_id
 
 
+def test_a_run_retried_after_a_failure_keeps_no_failure_once_it_finishes(tmp_path: Path) -> None:
+    from sweeper.tracking import TAG_FAILURE
+
+    tracking = Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")
+    parent = tracking.sweep_run("smoke", spec_texts={}, plan={})
+    first = open_smoke_trial(tracking, parent)
+    first.finish("FAILED", "the trial's worker died (node lost) at https://u:secret@host/?token=abc")
+    failed = tracking.trial_records()["abc123def456"]
+    assert failed.status == "FAILED"
+    assert failed.failure == "the trial's worker died (node lost) at https://u:***@host/?token=***"
+    retry = open_smoke_trial(tracking, parent)  # --retry-failed continues the same run
+    assert retry.run_id == first.run_id and TAG_FAILURE not in tracking.client.get_run(retry.run_id).data.tags
+    retry.finish("FINISHED")
+    record = tracking.trial_records()["abc123def456"]
+    assert record.status == "FINISHED" and record.failure is None
+
+
 def test_reading_creates_no_experiment(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     reader = Tracking(uri, "nothing-here", create=False)

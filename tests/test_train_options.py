@@ -171,3 +171,24 @@ def test_sample_by_run_id(tmp_path, capsys, trained) -> None:
     tracking.client.set_tag(log.run_id, TAG_SUPERSEDED, "e" * 32)
     assert one_error(capsys, sample(trained, "ar", checkpoint=log.run_id)) == (
         f"{log.run_id}: a rerun of trial {AR} replaced this run and its checkpoints; sample run {'e' * 32}")
+
+
+def test_a_torn_newest_checkpoint_is_passed_over_with_a_warning(tmp_path, capsys, trained) -> None:
+    root = tmp_path / "checkpoints"
+    shutil.copytree(trained["ar"], root / "step_00000002")
+    profile = str(trained["profile"])
+    options = ["train", str(SMOKE_SPEC), "--trial", AR, "--backend", profile, "--device", "cpu",
+               "--checkpoint-dir", str(root), "--resume", "latest"]
+    assert main([*options, "--max-steps", "4"]) == 0
+    capsys.readouterr()
+    state = root / "step_00000004" / "state.pt"
+    whole = state.stat().st_size
+    state.write_bytes(state.read_bytes()[:100])
+    problem = f"has a state.pt of 100 bytes, not the {whole:,} its complete.json records"
+    assert one_error(capsys, train(tmp_path, "--device", "cpu", "--resume", str(root / "step_00000004"))) == (
+        f"--resume {root / 'step_00000004'}: the checkpoint {problem}; pass a whole step_* folder or `latest` "
+        "with --checkpoint-dir")
+    assert main([*options, "--max-steps", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: the checkpoint {root / 'step_00000004'} {problem}; not resuming from it" in err
+    assert json.loads(out.splitlines()[0])["tokens"] == 3 * 8 * 16  # on from step 2

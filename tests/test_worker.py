@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ray import tune
 
-from sweeper.driver.worker import CHECKPOINT_METADATA, TrialReporter
+from sweeper.driver.checkpoints import CHECKPOINT_METADATA
+from sweeper.driver.worker import TrialReporter
 
 
 def reporter_after_first_point(resume_from: str | None, sent: list) -> TrialReporter:

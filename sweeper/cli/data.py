@@ -13,8 +13,9 @@ def register(subparsers: Any) -> None:
     data = subparsers.add_parser("data", help="prepare the token pools and validation set (cached, shared)",
                                  description="Tokenize and cache the pools every trial of SPEC needs (one array "
                                              "per source and tokenizer; pool U = its first U tokens) and the "
-                                             "validation set, under the profile's storage. A second call finds "
-                                             "them prepared and does nothing.")
+                                             "validation set, under the profile's storage. A second call checks "
+                                             "every cached file against its checksums, rebuilds a cache that "
+                                             "fails them, and otherwise does nothing.")
     data.add_argument("spec", metavar="SPEC", help="sweep spec (YAML)")
     add_profile_arguments(data)
     data.set_defaults(handler=run_data)
@@ -34,7 +35,7 @@ def run_data(args: argparse.Namespace) -> int:
     if prepared.action == "reused":
         console.print(f"{spec.name}: already prepared at {manifest.uri} (nothing to do)", markup=False, emoji=False)
     else:
-        verb = "prepared" if prepared.action == "built" else "added pools to the manifest"
+        verb = "prepared" if prepared.action == "built" else "updated the manifest"
         console.print(f"{spec.name}: {verb} in {prepared.seconds:.1f} s at {manifest.uri}", markup=False, emoji=False)
     _summary(console, spec, manifest, unique_tokens)
     return 0

@@ -83,6 +83,7 @@ def check_train_options(args: argparse.Namespace, trial_id: str) -> str | None:
 
     from sweeper.console import UserError, err_console
     from sweeper.trainer import latest_checkpoint
+    from sweeper.trainer.checkpoint import checkpoint_problem
 
     if args.max_steps is not None and args.max_steps < 1:
         raise UserError(f"--max-steps {args.max_steps}: expected a positive number of optimizer steps")
@@ -99,6 +100,11 @@ def check_train_options(args: argparse.Namespace, trial_id: str) -> str | None:
         if not args.checkpoint_dir:
             raise UserError("--resume latest needs --checkpoint-dir")
         resume = latest_checkpoint(args.checkpoint_dir)
+        for newer in sorted(Path(args.checkpoint_dir).glob("step_*")):
+            if resume is None or newer.name > Path(resume).name:
+                problem = checkpoint_problem(newer, checksums=False)
+                err_console.print(f"warning: the checkpoint {newer} {problem}; not resuming from it", markup=False,
+                                  soft_wrap=True)
         if resume is None:
             err_console.print(f"--resume latest: no checkpoint under {args.checkpoint_dir} yet; training from step 0")
             return None
@@ -108,6 +114,10 @@ def check_train_options(args: argparse.Namespace, trial_id: str) -> str | None:
     if not (folder / "state.pt").is_file() or not (folder / "config.json").is_file():
         what = "does not exist" if not folder.exists() else "is not a checkpoint folder (no state.pt and config.json)"
         raise UserError(f"--resume {resume}: {what}; pass a step_* folder or `latest` with --checkpoint-dir")
+    problem = checkpoint_problem(folder, checksums=False)
+    if problem is not None:
+        raise UserError(f"--resume {resume}: the checkpoint {problem}; pass a whole step_* folder or `latest` "
+                        "with --checkpoint-dir")
     try:
         saved = json.loads((folder / "config.json").read_text()).get("trial_id")
     except (OSError, ValueError, AttributeError):
@@ -259,7 +269,7 @@ def checkpoint_of_run(run_id: str, ctx: Context, scratch: Any) -> str:
     if newer:
         raise UserError(f"{run_id}: a rerun of trial {trial_id} replaced this run and its checkpoints; "
                         f"sample run {newer}")
-    from sweeper.driver.worker import latest_persisted
+    from sweeper.driver.checkpoints import latest_persisted
 
     endpoint = profile.storage_endpoint()
     found = latest_persisted(trial_dir(profile.storage_root(), spec.experiment, trial_id), endpoint)

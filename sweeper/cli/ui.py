@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sweeper.console import UserError, console
+from sweeper.console import UserError, console, redact
 
 
 TRIALS_VIEW = "sweeper-trials"  # the saved view's key
@@ -69,9 +69,9 @@ def serve_ui(tracking_uri: str, *, port: int, experiment: str | None) -> int:
     view = save_trials_view(client, chosen.experiment_id) if chosen else None
     if tracking_uri.startswith(("http://", "https://")):
         if chosen:
-            print_urls(tracking_uri, chosen.experiment_id, view)
+            print_urls(redact(tracking_uri), chosen.experiment_id, view)
         else:
-            console.print(tracking_uri)
+            console.print(redact(tracking_uri))
         return 0
     mlflow = Path(sys.executable).parent / "mlflow"
     command = [str(mlflow), "server", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",

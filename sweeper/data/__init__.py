@@ -11,13 +11,16 @@ it tokenizes documents, appends an end-of-document id to each, packs them, and c
   next document;
 
 as uint16 (uint32 when the vocabulary needs it) with a manifest: sources, tokenizer fingerprint,
-counts nominal and actual, SHA-256 of every file.
+counts nominal and actual, SHA-256 of every file and of each of its 16 MiB chunks. Opening a pool
+checks the chunks it spans (once per process); `prepare` checks every file and rebuilds a cache that
+fails (sweeper.data.verify).
 
 Interface (what `sweeper data`, the trainer and the run driver use):
 
     storage  = profile.storage_location()         # or StorageLocation(path=..., endpoint=...)
     prepared = prepare(spec.data, [t.unique_tokens for t in plan.trials], storage, progress=None)
     prepared.action                                          # "built" | "updated" | "reused" (a no-op)
+    prepared.repaired                                        # files that failed their checksums (rebuilt)
     manifest = prepared.manifest                             # or find(spec.data, storage) -> Manifest | None
     tokens   = open_pool(manifest, unique_tokens)            # np.memmap, exactly U tokens, read-only
     val      = open_validation(manifest)                     # np.memmap, validation_tokens tokens

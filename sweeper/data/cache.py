@@ -27,7 +27,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from sweeper.data.errors import DataError
+from sweeper.data.errors import CacheFileError, DataError
+from sweeper.data.verify import corrupt_message, file_digests
 from sweeper.storage import StorageLocation
 
 MANIFEST = "manifest.json"
@@ -104,11 +105,24 @@ class LocalCache:
                 os.remove(tmp)
 
     def local_file(self, name: str, sha256: str, size: int) -> Path:
+        """The file in the storage folder (its contents are checked by the caller, sweeper.data.verify)."""
         path = self.root / name
-        if not path.is_file() or path.stat().st_size != size:
-            raise DataError(f"{self.storage.origin}.path", f"the cache at {self.root} lacks {name} "
-                                                           f"({size:,} bytes); run `sweeper data` again")
+        if not path.is_file():
+            raise CacheFileError(f"{self.storage.origin}.path", corrupt_message(str(path), "is missing"))
         return path
+
+    def remove(self, name: str) -> None:
+        """Delete a data file that failed its check, so a rebuild writes it anew."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.root / name)
+
+    def digests(self, name: str, chunk_bytes: int) -> tuple[int, str, tuple[str, ...]] | None:
+        """(bytes, SHA-256, SHA-256 of each chunk) of the file as stored, or None when it is missing."""
+        path = self.root / name
+        try:
+            return path.stat().st_size, *file_digests(path, chunk_bytes)
+        except FileNotFoundError:
+            return None
 
 
 class S3Cache:
@@ -152,6 +166,30 @@ class S3Cache:
         with s3_errors(self.key, self.uri, self.storage.endpoint, endpoint_key=f"{self.storage.origin}.endpoint"):
             self.client.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=text.encode())
 
+    def remove(self, name: str) -> None:
+        """Delete a data object that failed its check (and this node's copy), so a rebuild uploads it
+        anew: an object of the right size is otherwise taken as already uploaded."""
+        with s3_errors(self.key, self.uri, self.storage.endpoint, endpoint_key=f"{self.storage.origin}.endpoint"):
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + name)
+        _node_path(_sha_from_name(name)).unlink(missing_ok=True)
+
+    def digests(self, name: str, chunk_bytes: int) -> tuple[int, str, tuple[str, ...]] | None:
+        """(bytes, SHA-256, SHA-256 of each chunk) of the object as stored (read once, streamed; no
+        node's copy stands in for it), or None when there is none."""
+        with s3_errors(self.key, self.uri, self.storage.endpoint, endpoint_key=f"{self.storage.origin}.endpoint"):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"]
+            except self.client.exceptions.NoSuchKey:
+                return None
+            whole, chunks, size = hashlib.sha256(), [], 0
+            while piece := body.read(chunk_bytes):
+                while len(piece) < chunk_bytes and (more := body.read(chunk_bytes - len(piece))):
+                    piece += more  # a stream may return less than asked before its end
+                whole.update(piece)
+                chunks.append(hashlib.sha256(piece).hexdigest())
+                size += len(piece)
+        return size, whole.hexdigest(), tuple(chunks)
+
     def _has(self, name: str, size: int) -> bool:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + name)
@@ -173,8 +211,8 @@ class S3Cache:
                            endpoint_key=f"{self.storage.origin}.endpoint"):
                 self.client.download_file(self.bucket, self.prefix + name, tmp)
             if sha256_file(Path(tmp)) != sha256:
-                raise DataError(self.key, f"{self.uri}{name} does not match its checksum in the manifest; "
-                                          "delete the cache folder and run `sweeper data` again")
+                raise CacheFileError(self.key, corrupt_message(f"{self.uri}{name}",
+                                                          "does not match the SHA-256 its manifest records"))
             os.replace(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):

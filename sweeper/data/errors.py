@@ -12,3 +12,8 @@ class DataError(UserError):
     def __init__(self, key: str, message: str):
         self.key, self.message = key, message
         super().__init__(f"{key}: {message}" if key else message)
+
+
+class CacheFileError(DataError):
+    """A token cache file that is missing or does not match its manifest's checksums: the cache must
+    be built again, which `sweeper data` (and `sweeper run`, for a cache in a local folder) does."""

@@ -1,9 +1,10 @@
 """The manifest of a token cache, and reading a cache through it.
 
-`manifest.json` names every data file with its size and SHA-256, the sources, the tokenizer (kind,
-size, end-of-document id, fingerprint = SHA-256 of its JSON), the array dtype, and for every pool
-prepared so far its nominal U beside the tokens it actually holds. Readers memory-map the arrays:
-straight from a local storage folder, or from the node-local copy of an s3:// cache.
+`manifest.json` names every data file with its size, its SHA-256 and that of each 16 MiB chunk, the
+sources, the tokenizer (kind, size, end-of-document id, fingerprint = SHA-256 of its JSON), the array
+dtype, and for every pool prepared so far its nominal U beside the tokens it actually holds. Readers
+memory-map the arrays: straight from a local storage folder, or from the node-local copy of an s3://
+cache, after checking the chunks they read against the manifest (sweeper.data.verify).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from sweeper.data.errors import DataError
-from sweeper.data.cache import MANIFEST, open_cache
+from sweeper.data.errors import CacheFileError, DataError
+from sweeper.data.cache import MANIFEST, S3Cache, open_cache
+from sweeper.data.verify import check_file, corrupt_message, forget
 from sweeper.storage import StorageLocation
 
 FORMAT = "sweeper.data/1"
@@ -27,6 +29,8 @@ class DataFile:
     file: str  # name within the cache folder: <role>-<sha256>.<ext>
     sha256: str
     bytes: int
+    chunk_bytes: int = 0
+    chunks: tuple[str, ...] = ()  # SHA-256 of each chunk_bytes piece; () in caches written before them
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,13 +116,22 @@ class Manifest:
         if record.pop("format", None) != FORMAT:
             return None
         tokenizer = dict(record.pop("tokenizer"))
-        tokenizer["data"] = DataFile(**tokenizer["data"]) if tokenizer["data"] else None
+        tokenizer["data"] = _data_file(tokenizer["data"]) if tokenizer["data"] else None
         for role in ("train", "validation"):
             array = dict(record[role])
-            record[role] = TokenArray(**array | {"data": DataFile(**array["data"])})
-        record["documents_index"] = DataFile(**record["documents_index"])
+            record[role] = TokenArray(**array | {"data": _data_file(array["data"])})
+        record["documents_index"] = _data_file(record["documents_index"])
         record["pools"] = tuple(PoolInfo(**p) for p in record["pools"])
         return cls(**record, tokenizer=TokenizerInfo(**tokenizer), storage=storage)
+
+    def files(self) -> tuple[DataFile, ...]:
+        """Every data file the cache holds."""
+        tokenizer = (self.tokenizer.data,) if self.tokenizer.data is not None else ()
+        return (self.train.data, self.validation.data, self.documents_index, *tokenizer)
+
+
+def _data_file(record: dict[str, Any]) -> DataFile:
+    return DataFile(**record | {"chunks": tuple(record.get("chunks", ()))})
 
 
 def read_manifest(storage: StorageLocation, name: str) -> Manifest | None:
@@ -133,22 +146,40 @@ def read_manifest(storage: StorageLocation, name: str) -> Manifest | None:
 
 # --- reading ------------------------------------------------------------------------------------
 
-def local_path(manifest: Manifest, data: DataFile) -> Path:
-    """A readable local file: the storage folder's own, or this node's verified copy of the S3 object."""
-    return open_cache(manifest.storage, manifest.name).local_file(data.file, data.sha256, data.bytes)
+def local_path(manifest: Manifest, data: DataFile, *, upto: int | None = None) -> Path:
+    """A readable local file whose first `upto` bytes (all by default) match the manifest's checksums:
+    the storage folder's own, or this node's copy of the S3 object (a bad copy is fetched again).
+    Checked once per process.
+
+    Raises CacheFileError (a DataError) naming the file when it is missing or does not match: the
+    cache must be rebuilt, which `sweeper data` does."""
+    cache = open_cache(manifest.storage, manifest.name)
+    path = cache.local_file(data.file, data.sha256, data.bytes)
+    problem = check_file(path, data, upto=upto)
+    if problem is not None and isinstance(cache, S3Cache):  # this node's copy went bad: fetch it again
+        path.unlink(missing_ok=True)
+        forget(path)
+        path = cache.local_file(data.file, data.sha256, data.bytes)
+        problem = check_file(path, data, upto=upto)
+    if problem is not None:
+        where = f"{cache.uri}{data.file}" if isinstance(cache, S3Cache) else str(path)
+        raise CacheFileError(f"{manifest.storage.origin}.path", corrupt_message(where, problem))
+    return path
 
 
 def open_pool(manifest: Manifest, unique_tokens: int) -> np.ndarray:
     """The first `unique_tokens` tokens of the train array, memory-mapped read-only: exactly U tokens,
-    documents packed with the end-of-document id after each."""
+    documents packed with the end-of-document id after each. Raises DataError for a U the cache does
+    not hold, CacheFileError for chunks that do not match the manifest."""
     if not 0 < unique_tokens <= manifest.train.tokens:
         raise DataError("grid.unique_tokens", f"the cache {manifest.uri} holds {manifest.train.tokens:,} train tokens, "
                                               f"not {unique_tokens:,}; run `sweeper data` for this sweep first")
-    return _memmap(manifest, manifest.train)[:unique_tokens]
+    return _memmap(manifest, manifest.train, unique_tokens)[:unique_tokens]
 
 
 def open_validation(manifest: Manifest) -> np.ndarray:
-    """The validation tokens (validation_tokens of them), memory-mapped read-only."""
+    """The validation tokens (validation_tokens of them), memory-mapped read-only. Raises
+    CacheFileError when they do not match the manifest."""
     return _memmap(manifest, manifest.validation)
 
 
@@ -168,6 +199,8 @@ def open_tokenizer(manifest: Manifest) -> Any:
     return from_json(text, info.description, info.eod_id)
 
 
-def _memmap(manifest: Manifest, array: TokenArray) -> np.ndarray:
-    path = local_path(manifest, array.data)
+def _memmap(manifest: Manifest, array: TokenArray, tokens: int | None = None) -> np.ndarray:
+    """The array, after checking the chunks that hold its first `tokens` tokens (all by default)."""
+    itemsize = np.dtype(manifest.dtype).itemsize
+    path = local_path(manifest, array.data, upto=None if tokens is None else tokens * itemsize)
     return np.memmap(path, dtype=np.dtype(manifest.dtype).newbyteorder("<"), mode="r", shape=(array.tokens,))

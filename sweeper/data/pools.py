@@ -32,10 +32,11 @@ import numpy as np
 
 from sweeper.data import sources, synthetic
 from sweeper.data.errors import DataError
-from sweeper.data.manifest import (DataFile, Manifest, PoolInfo, TokenArray, TokenizerInfo,
-                                   open_documents_index, read_manifest)
+from sweeper.data.manifest import (DataFile, Manifest, PoolInfo, TokenArray, TokenizerInfo, open_documents_index,
+                                   read_manifest)
+from sweeper.data.verify import CHUNK_BYTES, file_digests
 from sweeper.data.pack import Cursor, Packed, Progress, pool_statistics, write_tokens
-from sweeper.data.cache import MANIFEST, open_cache, sha256_file
+from sweeper.data.cache import MANIFEST, open_cache
 from sweeper.storage import StorageLocation
 from sweeper.data.tokenizer import (SymbolTokenizer, TextTokenizer, Tokenizer, check_vocab_size, from_json,
                                     load_pretrained, train_bpe)
@@ -47,8 +48,9 @@ KEY_SCHEMA = "sweeper.data-key/1"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Prepared:
     manifest: Manifest
-    action: Literal["built", "reused", "updated"]  # updated: pools added to the manifest, no tokens touched
+    action: Literal["built", "reused", "updated"]  # updated: pools or checksums added to the manifest only
     seconds: float
+    repaired: tuple[str, ...] = ()  # files that failed their check, so the cache was built again
 
 
 def cache_name(data: DataSpec, storage: StorageLocation) -> str:
@@ -62,9 +64,13 @@ def find(data: DataSpec, storage: StorageLocation) -> Manifest | None:
 
 
 def prepare(data: DataSpec, unique_tokens: Iterable[int], storage: StorageLocation, *,
-            progress: Progress | None = None) -> Prepared:
+            progress: Progress | None = None, verify: bool = True) -> Prepared:
     """Make sure pools of every U in `unique_tokens` and the validation set are cached; see the module
-    docstring. Idempotent: when they are, it reads one manifest and returns `action="reused"`."""
+    docstring. Idempotent: when they are, it reads one manifest (and with `verify`, every file of the
+    cache as stored, against its checksums: an s3:// cache's objects are read through) and returns
+    `action="reused"`. A cache with a missing or corrupted file is built again (`repaired` names them).
+
+    Raises DataError for what the user can fix (sources, storage, sizes)."""
     started = time.perf_counter()
     wanted = sorted({int(u) for u in unique_tokens})
     if not wanted or wanted[0] < 1:
@@ -72,18 +78,58 @@ def prepare(data: DataSpec, unique_tokens: Iterable[int], storage: StorageLocati
     identities = _identities(data, storage)
     name = _name(data, identities)
     existing = read_manifest(storage, name)
-    if existing is not None and existing.train.tokens >= wanted[-1]:
-        return _record_pools(existing, wanted, started)
+    repaired: tuple[str, ...] = ()
+    checked = False
+    if existing is not None and verify:
+        existing, repaired, checked = _verify(existing)
+    if existing is not None and not repaired and existing.train.tokens >= wanted[-1]:
+        return _record_pools(existing, wanted, started, checked)
+    if repaired:  # rebuild whatever the broken cache held: pools trained on before must stay the same
+        wanted = sorted({*wanted, *(p.unique_tokens for p in existing.pools)})  # type: ignore[union-attr]
     manifest = _build(data, wanted, storage, name, identities, existing, progress)
     if manifest.train.tokens > wanted[-1]:  # a racing preparer published a longer array meanwhile
         return _record_pools(manifest, wanted, started)
-    return Prepared(manifest=manifest, action="built", seconds=time.perf_counter() - started)
+    return Prepared(manifest=manifest, action="built", seconds=time.perf_counter() - started, repaired=repaired)
 
 
-def _record_pools(manifest: Manifest, wanted: list[int], started: float) -> Prepared:
-    """The pools are prefixes of what is cached; list any new ones in the manifest."""
+def _verify(manifest: Manifest) -> tuple[Manifest, tuple[str, ...], bool]:
+    """Read every file of the cache as stored (for s3://, the objects themselves) against its checksums:
+    (the manifest, with chunk checksums recorded for files that had none, the names of files that are
+    missing or do not match (now deleted, so a rebuild writes them anew), whether checksums were added)."""
+    cache = open_cache(manifest.storage, manifest.name)
+    bad: list[str] = []
+    upgraded: dict[str, DataFile] = {}
+    for data in manifest.files():
+        found = cache.digests(data.file, data.chunk_bytes or CHUNK_BYTES)
+        if found is None or found[:2] != (data.bytes, data.sha256) or (data.chunks and found[2] != data.chunks):
+            bad.append(data.file)
+        elif not data.chunks:  # from before chunk checksums, and whole
+            upgraded[data.file] = dataclasses.replace(data, chunk_bytes=CHUNK_BYTES, chunks=found[2])
+    for name in bad:
+        cache.remove(name)
+    if bad or not upgraded:
+        return manifest, tuple(bad), False
+    return _with_files(manifest, upgraded), (), True
+
+
+def _with_files(manifest: Manifest, files: dict[str, DataFile]) -> Manifest:
+    def new(data: DataFile) -> DataFile:
+        return files.get(data.file, data)
+
+    tokenizer = manifest.tokenizer
+    if tokenizer.data is not None:
+        tokenizer = dataclasses.replace(tokenizer, data=new(tokenizer.data))
+    return dataclasses.replace(manifest, train=dataclasses.replace(manifest.train, data=new(manifest.train.data)),
+                               validation=dataclasses.replace(manifest.validation,
+                                                              data=new(manifest.validation.data)),
+                               documents_index=new(manifest.documents_index), tokenizer=tokenizer)
+
+
+def _record_pools(manifest: Manifest, wanted: list[int], started: float, changed: bool = False) -> Prepared:
+    """The pools are prefixes of what is cached; list any new ones in the manifest (and write it when
+    `changed`: checksums were added to it)."""
     missing = [u for u in wanted if manifest.pool(u) is None]
-    if not missing:
+    if not missing and not changed:
         return Prepared(manifest=manifest, action="reused", seconds=time.perf_counter() - started)
     index = open_documents_index(manifest)
     pools = sorted([*manifest.pools, *(_pool(index, u) for u in missing)], key=lambda p: p.unique_tokens)
@@ -217,17 +263,17 @@ def _name_files(staging: Path, tokenizer: Tokenizer, validation: Packed,
         (staging / "tokenizer").write_text(tokenizer.json)
     files: dict[str, Path] = {}
     named: dict[str, DataFile] = {}
-    for role, ext, sha in (("train", "bin", train.sha256), ("validation", "bin", validation.sha256),
-                           ("documents", "bin", None), ("tokenizer", "json", None)):
+    for role, ext in (("train", "bin"), ("validation", "bin"), ("documents", "bin"), ("tokenizer", "json")):
         path = staging / role
         if not path.exists():
             continue
-        sha = sha or sha256_file(path)
-        name = f"{role}-{sha}.{ext}"
+        digest, chunks = file_digests(path, CHUNK_BYTES)
+        name = f"{role}-{digest}.{ext}"
         target = staging / name
         path.rename(target)
         files[name] = target
-        named[role] = DataFile(file=name, sha256=sha, bytes=target.stat().st_size)
+        named[role] = DataFile(file=name, sha256=digest, bytes=target.stat().st_size, chunk_bytes=CHUNK_BYTES,
+                               chunks=chunks)
     return files, named
 
 

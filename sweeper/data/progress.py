@@ -6,18 +6,23 @@ from __future__ import annotations
 from typing import Any
 
 
-def prepare_with_progress(spec: Any, unique_tokens: Any, storage: Any, *, console: Any) -> Any:
-    """prepare() with progress bars on `console`, its errors as one line naming the spec or profile key.
+def prepare_with_progress(spec: Any, unique_tokens: Any, storage: Any, *, console: Any, verify: bool = True) -> Any:
+    """prepare() with progress bars on `console`, its errors as one line naming the spec or profile key,
+    and one line naming the files of a cache that failed their checksums and was built again.
     `sweeper data`, `sweeper train` and `sweeper run` all prepare through here."""
     from sweeper.console import UserError
     from sweeper.data import DataError, prepare
 
     try:
         with _progress(console) as progress:
-            return prepare(spec.data, unique_tokens, storage, progress=progress)
+            prepared = prepare(spec.data, unique_tokens, storage, progress=progress, verify=verify)
     except DataError as error:
         # Spec keys get the spec file in front; profile keys already name the profile.
         raise UserError(f"{spec.file} {error}" if error.key.startswith("data.") else str(error)) from None
+    if prepared.repaired:
+        console.print(f"{prepared.manifest.uri}: {', '.join(prepared.repaired)} did not match the checksums in its "
+                      "manifest; the cache was built again", markup=False, emoji=False, soft_wrap=True)
+    return prepared
 
 
 

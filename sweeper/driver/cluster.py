@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sweeper.console import UserError, console
+from sweeper.console import UserError, console, redact
 from sweeper.profile import Profile
 
 ACTIVE = ("PENDING", "RUNNING")
@@ -156,7 +156,7 @@ def submit(spec: Any, profile: Profile, *, passthrough: Sequence[str], follow: b
                                    runtime_env={"working_dir": folder, "env_vars": env},
                                    metadata={"sweeper.experiment": spec.experiment, "sweeper.sweep": spec.name},
                                    entrypoint_num_cpus=0)
-    console.print(f"submitted sweep {spec.name} to {address} as job {job_id}")
+    console.print(f"submitted sweep {spec.name} to {redact(address)} as job {job_id}")
     if not follow:
         console.print(f"`sweeper status {spec.file} --cluster --follow` follows it; "
                       f"`sweeper stop {spec.file} --cluster` stops it")
@@ -229,11 +229,11 @@ def job_status(spec: Any, profile: Profile, *, follow: bool) -> int | None:
     client = job_client(address)
     jobs = sweep_jobs(client, spec.experiment, spec.name)
     if not jobs:
-        console.print(f"no job of sweep {spec.name} on {address}")
+        console.print(f"no job of sweep {spec.name} on {redact(address)}")
         return None
     job = jobs[-1]
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.start_time / 1000)) if job.start_time else "?"
-    console.print(f"job {job.submission_id} on {address}: {_status(job).lower()} (submitted {started})")
+    console.print(f"job {job.submission_id} on {redact(address)}: {_status(job).lower()} (submitted {started})")
     if follow and _status(job) in ACTIVE:
         return follow_job(client, job.submission_id, spec.file)
     return None
@@ -249,7 +249,8 @@ def stop(spec: Any, profile: Profile) -> str:
     if job is None:
         raise UserError(f"no job of sweep {spec.name} is running on {address}")
     request_stop(profile.storage_root(), spec.experiment, profile.storage_endpoint())
-    console.print(f"asked job {job.submission_id} to stop; its running trials end KILLED and resume next run")
+    console.print(f"asked job {job.submission_id} to stop; its running trials end KILLED and continue next run, "
+                  "from their checkpoints where they have one")
     deadline = time.monotonic() + STOP_WAIT_S
     while time.monotonic() < deadline:
         if _status(client.get_job_status(job.submission_id)) not in ACTIVE:

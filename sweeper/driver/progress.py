@@ -19,12 +19,12 @@ from rich.table import Table
 
 from ray.tune import Callback
 
-from sweeper.console import console, is_terminal
+from sweeper.console import console, is_terminal, redact
 from sweeper.plan import ID_SCHEMA
 from sweeper.tracking import TAG_SCHEMA, TrialLog, Tracking, flatten, provenance
 from sweeper.trial import training_flops
 from sweeper.units import fmt_count, fmt_duration, fmt_sci
-from sweeper.driver.worker import FAILURE_KEY, NODE_KEY, RESUMED_KEY
+from sweeper.driver.worker import FAILURE_KEY, NODE_KEY, RESUMED_KEY, WARNING_KEY
 
 PLAIN_LOG_EVERY_S = 30.0
 
@@ -97,6 +97,10 @@ class SweepCallback(Callback):
             state.nodes.append(state.node)
             state.log.set_tags({"node": state.node, "nodes": ",".join(state.nodes),
                                 "node_ip": str(result.get("node_ip", "")), "hostname": str(result.get("hostname", ""))})
+        if WARNING_KEY in result:  # checkpoints passed over as torn or damaged
+            self._say(f"warning: {state.trial.name} ({state.trial.id}): {result[WARNING_KEY]}")
+            if state.log is not None:
+                state.log.set_tags({"sweeper.warning": str(result[WARNING_KEY])[:5000]})
         if "tokens" not in result or state.log is None:
             return
         if RESUMED_KEY in result:
@@ -166,7 +170,8 @@ class SweepCallback(Callback):
             self.live = None
 
     def _say(self, line: str) -> None:
-        (console if self.live is None else self.live.console).print(line, markup=False, highlight=False)
+        out = console if self.live is None else self.live.console
+        out.print(redact(line), markup=False, highlight=False, soft_wrap=True)  # one line, however long
         self._refresh()
 
     def _refresh(self) -> None:

@@ -50,7 +50,8 @@ def stop_sweep(root: str, experiment: str, endpoint: str | None) -> str:
         path.unlink(missing_ok=True)
         raise UserError(f"the sweep's driver (pid {info['pid']}) is gone; nothing to stop")
     request_stop(root, experiment, endpoint)
-    return f"asked the sweep's driver (pid {info['pid']}) to stop; running trials end KILLED and resume next run"
+    return (f"asked the sweep's driver (pid {info['pid']}) to stop; running trials end KILLED and continue next run, "
+            "from their checkpoints where they have one")
 
 
 def _alive(pid: int) -> bool:

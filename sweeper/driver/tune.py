@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Sequence
 from typing import Any
 
-from sweeper.console import console
+from sweeper.console import console, redact
 from sweeper.driver.stop import STOP_FILE, StopWatcher, claim_driver
 from sweeper.plan import Trial
 from sweeper.profile import Profile
@@ -36,6 +37,7 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from sweeper.driver.checkpoints import resume_candidates
     from sweeper.driver.progress import SweepCallback
     from sweeper.trainer import METRICS
     from sweeper.driver.worker import run_trial
@@ -101,12 +103,14 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
     watcher = StopWatcher(f"{sweep_dir(root, spec.experiment)}/{STOP_FILE}", endpoint)
     driver_file = claim_driver(root, spec.experiment)
     status = "FINISHED"
+    previous = signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
     try:
         with callback, watcher:
             tuner.fit()
     except KeyboardInterrupt:
         status = "KILLED"
     finally:
+        signal.signal(signal.SIGTERM, previous)
         callback.close_open("killed")
         driver_file.unlink(missing_ok=True)
         ray.shutdown()
@@ -116,8 +120,17 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
     elif counts["failed"]:
         status = "FAILED"
     tracking.finish_sweep(parent, status)
-    return _report(callback, status)
+    unfinished = [t for t, s in callback.states.items() if s.state in ("killed", "pending")]
+    with_checkpoint = sum(1 for t in unfinished if resume_candidates(trial_dir(root, spec.experiment, t), endpoint)[0])
+    return _report(callback, status, with_checkpoint)
 
+
+
+def _stop_as_ctrl_c(signum: int, frame: Any) -> None:
+    """SIGTERM (a job scheduler, `kill`, a closing session) stops the sweep as Ctrl-C and `sweeper stop`
+    do: Tune's SIGINT handler ends the running trials, which end KILLED and resume next run; a second
+    signal interrupts at once."""
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 TUNE_RESUME_HINTS = ("Tuner.restore", "Resume experiment with", "Resume training with", "Stop signal received",
@@ -171,15 +184,18 @@ def max_concurrent_trials(profile: Profile, trials: Sequence[Trial]) -> int:
 
 
 
-def _report(callback: Any, status: str) -> int:
+def _report(callback: Any, status: str, with_checkpoint: int = 0) -> int:
+    """The sweep's last lines; `with_checkpoint`: how many unfinished trials have a whole checkpoint."""
     from rich.markup import escape
 
     counts = callback.counts()
     console.print(callback.summary_line())
     failed = [s for s in callback.states.values() if s.state == "failed"]
     for state in failed:
-        console.print(f"[red]failed[/] {state.trial.name} ({state.trial.id}): {escape(str(state.reason))}")
+        console.print(f"[red]failed[/] {state.trial.name} ({state.trial.id}): {escape(redact(str(state.reason)))}")
     if status == "KILLED":
-        console.print(f"stopped: {counts['killed'] + counts['pending']} trials not finished; "
-                      "run the same command again to resume them from their checkpoints")
+        unfinished = counts["killed"] + counts["pending"]
+        how = "from their checkpoints" if with_checkpoint == unfinished else \
+            f"({with_checkpoint} from a checkpoint, {unfinished - with_checkpoint} from step 0: no checkpoint yet)"
+        console.print(f"stopped: {unfinished} trials not finished; run the same command again to resume them {how}")
     return 0 if status == "FINISHED" else 1

@@ -2,12 +2,13 @@
 
 Checkpoints go to Tune (`tune.report(..., checkpoint=tune.Checkpoint)`), which persists them under
 `{storage}/{experiment}/{trial_id}/` (the trial's folder is named by its id). A retry inside one
-Tuner gets the latest back from `tune.get_checkpoint()`; a later Tuner (the sweep run again after
-a crash or Ctrl-C) finds the same folder by the trial id and resumes from the checkpoint with the
-highest step, read from each checkpoint's small metadata file. A deterministic failure (a diverged
-loss, out of memory) is reported as a result carrying `sweeper/failure` and ends the trial without
-raising, so Tune does not retry what would fail the same way; anything else raises and Tune
-retries it from the last checkpoint up to the profile's limit.
+Tuner, and a later Tuner (the sweep run again after a crash or Ctrl-C), find the same folder by the
+trial id and resume from the newest checkpoint there that is whole and loads: a torn or damaged one is
+passed over for the one before it, or step 0, with a warning naming it (sweeper.driver.checkpoints).
+A deterministic failure (a diverged loss, out of memory, a token cache that fails its checksums) is
+reported as a result carrying `sweeper/failure` and ends the trial without raising, so Tune does not
+retry what would fail the same way; anything else raises and Tune retries it from the last
+checkpoint up to the profile's limit.
 
 A trial that spans several devices (`workers` > 1 in its payload: a model whose state does not fit
 one GPU, or a CPU profile's `processes_per_trial`) runs as a Ray Train `TorchTrainer` launched from
@@ -22,7 +23,6 @@ under the experiment's folder) with the same metadata, so resuming works the sam
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -31,20 +31,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sweeper.console import UserError
+from sweeper.driver.checkpoints import resume_candidates, shown_path
+
 FAILURE_KEY = "sweeper/failure"
 RESUMED_KEY = "sweeper/resumed_at_tokens"
+WARNING_KEY = "sweeper/warning"  # checkpoints passed over when (re)starting, in the first result
 NODE_KEY = "sweeper/node_id"  # the Ray node a trial (re)started on (rank 0's), in its first result there
 PROCESSES_KEY = "sweeper/processes"  # how many processes train it, in the same first result
-CHECKPOINT_METADATA = ".metadata.json"  # written by Checkpoint.set_metadata
 # Every ray.train.report waits until Train's controller polls the workers, every 2 s by default; a
 # trial reports up to ~100 train points besides its evaluations, so its Train run polls faster.
 TRAIN_POLL_INTERVAL_S = "0.1"
 
 
 class TerminalFailure(RuntimeError):
-    """A deterministic trial failure (a TrialFailure with `retryable` False) on a Train worker, as a
-    plain exception: the trainer's own failure types take several constructor arguments and do not
-    survive the pickling that carries a worker's error back to the Train run's driver."""
+    """A deterministic trial failure on a Train worker (a TrialFailure with `retryable` False, or a
+    token cache that fails its checksums), as the one type the Train run's driver ends the trial on
+    without a retry."""
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -66,18 +69,52 @@ def run_trial(config: dict[str, Any]) -> None:
         # Tune runs trials in turn in one process (reuse_actors): an earlier trial's compiled
         # graphs must neither linger nor count against dynamo's recompile limit.
         torch._dynamo.reset()
-    train_tokens, val_tokens = open_data(payload)
+    try:
+        train_tokens, val_tokens = open_data(payload)
+    except UserError as error:  # a broken cache fails the same way on every retry
+        tune.report({FAILURE_KEY: str(error)})
+        return
     scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-{trial_config.trial_id}-"))
     try:
-        resume_from = restore(scratch / "restored", payload["trial_dir"], payload.get("storage_endpoint"))
-        reporter = TrialReporter(resume_from, tune.Checkpoint,
-                                 lambda metrics, checkpoint: tune.report(metrics, checkpoint=checkpoint))
-        failure = train_to_the_end(trial_config, train_tokens, val_tokens, reporter, scratch, resume_from)
+        failure = train_from_newest_whole(trial_config, train_tokens, val_tokens, payload, scratch)
         if failure is not None:
             tune.report({FAILURE_KEY: failure})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         release_device_memory()
+
+
+def train_from_newest_whole(trial_config: Any, train_tokens: Any, val_tokens: Any, payload: dict[str, Any],
+                            scratch: Path) -> str | None:
+    """Train the trial from its newest checkpoint that loads, else from step 0. A checkpoint that is
+    torn in storage (see `resume_candidates`) is passed over, and so is one that does not load (a
+    damaged state); the first result carries a warning naming each. Returns what
+    `train_to_the_end` does."""
+    from ray import tune
+
+    from sweeper.trainer import CheckpointUnreadable
+
+    candidates, passed_over = resume_candidates(payload["trial_dir"], payload.get("storage_endpoint"))
+    for checkpoint in [*candidates, None]:
+        shutil.rmtree(scratch / "restored", ignore_errors=True)
+        resume_from = checkpoint.to_directory(str(scratch / "restored")) if checkpoint is not None else None
+        reporter = TrialReporter(resume_from, tune.Checkpoint,
+                                 lambda metrics, saved: tune.report(metrics, checkpoint=saved),
+                                 warning=fallback_warning(passed_over, checkpoint, payload["trial_dir"]))
+        try:
+            return train_to_the_end(trial_config, train_tokens, val_tokens, reporter, scratch, resume_from)
+        except CheckpointUnreadable as error:
+            where = shown_path(payload["trial_dir"], checkpoint.path)  # type: ignore[union-attr]
+            passed_over.append(f"the checkpoint {where} {error.problem}")
+    raise AssertionError("unreachable: training from step 0 reads no checkpoint")
+
+
+def fallback_warning(passed_over: list[str], resumed: Any, trial_dir: str) -> str | None:
+    """One line for the driver: the checkpoints passed over, and where the trial goes on from."""
+    if not passed_over:
+        return None
+    then = f"resuming from {shown_path(trial_dir, resumed.path)}" if resumed is not None else "training from step 0"
+    return f"{'; '.join(passed_over)}: {then}"
 
 
 def train_to_the_end(trial_config: Any, train_tokens: Any, val_tokens: Any, reporter: Callable[..., None],
@@ -119,9 +156,9 @@ class TrialReporter:
     one process, ray.train.report on rank 0 of a Train run."""
 
     def __init__(self, resume_from: str | None, checkpoint_type: Any,
-                 send: Callable[[dict[str, Any], Any], None], processes: int = 1) -> None:
+                 send: Callable[[dict[str, Any], Any], None], processes: int = 1, warning: str | None = None) -> None:
         self.resume_from, self.checkpoint_type, self.send = resume_from, checkpoint_type, send
-        self.processes = processes
+        self.processes, self.warning = processes, warning
         self.first = True
 
     def __call__(self, metrics: dict[str, float], written: str | None) -> None:
@@ -133,6 +170,8 @@ class TrialReporter:
             out[PROCESSES_KEY] = self.processes
             if self.resume_from is not None:
                 out[RESUMED_KEY] = metrics["tokens"]
+            if self.warning is not None:
+                out[WARNING_KEY] = self.warning
             self.first = False
         if written is None or written == self.resume_from:
             # resumed at the very end: the final point again, from a checkpoint already stored
@@ -158,10 +197,14 @@ def _drive_train_run(payload: dict[str, Any]) -> None:
     filesystem, trial_path = filesystem_for(payload["trial_dir"], endpoint)
     experiment_path, trial_id = trial_path.rsplit("/", 1)
     resources = dict(payload["worker_resources"])
+    # Resolved once here, so that every worker restores the same checkpoint: the newest one whose files
+    # match its completion marker in storage (its checksums are checked as the workers read it).
+    candidates, passed_over = resume_candidates(payload["trial_dir"], endpoint)
+    resume = candidates[0] if candidates else None
+    warning = fallback_warning(passed_over, resume, payload["trial_dir"])
     trainer = TorchTrainer(
         _train_worker,
-        # Resolved once here, so that every worker restores the same checkpoint.
-        train_loop_config={"payload": payload, "resume": latest(payload["trial_dir"], endpoint)},
+        train_loop_config={"payload": payload, "resume": resume, "warning": warning},
         scaling_config=ray.train.ScalingConfig(num_workers=int(payload["workers"]), use_gpu="GPU" in resources,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -198,14 +241,17 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     if trial_config.device != "cpu":  # this worker's GPU among those Train shows it
         trial_config = dataclasses.replace(trial_config, device=str(ray.train.torch.get_device()))
     rank = ray.train.get_context().get_world_rank()
-    train_tokens, val_tokens = open_data(payload)
+    try:
+        train_tokens, val_tokens = open_data(payload)
+    except UserError as error:
+        raise TerminalFailure(str(error)) from None
     scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-{trial_config.trial_id}-{rank}-"))
     try:
         saved = loop_config["resume"]
         resume_from = saved.to_directory(str(scratch / "restored")) if saved is not None else None
         # called on rank 0 only; the size of the process group the trainer joined, not the one asked for
         reporter = TrialReporter(resume_from, ray.train.Checkpoint, _lead_report,
-                                 processes=dist.get_world_size())
+                                 processes=dist.get_world_size(), warning=loop_config.get("warning"))
         follower = None
         if rank != 0:
             follower = threading.Thread(target=_follow_reports, name="sweeper-report-follower", daemon=True)
@@ -247,53 +293,10 @@ def _follow_reports() -> None:
         ray.train.report({})
 
 
-def restore(target: Path, trial_dir: str, endpoint: str | None = None) -> str | None:
-    """A local copy of the latest checkpoint of this trial, from this Tuner or an earlier one."""
-    checkpoint = latest(trial_dir, endpoint)
-    if checkpoint is None:
-        return None
-    return checkpoint.to_directory(str(target))
-
-
-def latest(trial_dir: str, endpoint: str | None = None) -> Any:
-    """The trial's latest checkpoint: Tune's own in a retry, else the highest step in storage."""
-    from ray import tune
-
-    checkpoint = tune.get_checkpoint()
-    return checkpoint if checkpoint is not None else latest_persisted(trial_dir, endpoint)
-
-
-def latest_persisted(trial_dir: str, endpoint: str | None = None) -> Any:
-    """The checkpoint with the highest step under the trial's folder in storage, or None."""
-    import pyarrow.fs
-
-    from ray import tune
-
-    from sweeper.storage import filesystem_for
-
-    filesystem, root = filesystem_for(trial_dir, endpoint)
-    try:
-        entries = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-    except FileNotFoundError:
-        return None
-    best: tuple[int, str] | None = None
-    for entry in entries:
-        if entry.type != pyarrow.fs.FileType.Directory or not entry.base_name.startswith("checkpoint_"):
-            continue
-        try:
-            with filesystem.open_input_stream(f"{entry.path}/{CHECKPOINT_METADATA}") as stream:
-                step = int(json.loads(stream.read())["step"])
-        except (OSError, ValueError, KeyError):
-            continue  # a checkpoint still being written, or not one of ours
-        if best is None or step > best[0]:
-            best = (step, entry.path)
-    if best is None:
-        return None
-    return tune.Checkpoint(path=best[1], filesystem=filesystem)
-
-
 def open_data(payload: dict[str, Any]) -> tuple[Any, Any]:
-    """The trial's pool (exactly U tokens, memory-mapped) and the validation tokens."""
+    """The trial's pool (exactly U tokens, memory-mapped) and the validation tokens, the chunks they
+    span checked against the cache's checksums (once per process). Raises DataError for a cache file
+    that is missing or does not match."""
     from sweeper.data import open_pool, open_validation
 
     location = payload["data"]

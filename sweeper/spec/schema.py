@@ -29,6 +29,9 @@ class FieldError(ValueError):
         super().__init__(message)
         self.key, self.message = key, message
 
+    def __reduce__(self) -> tuple[Any, ...]:  # rebuilt from (key, message), not from args
+        return type(self), (self.key, self.message)
+
 
 def spec_field(default: Any = dataclasses.MISSING, *, positive: bool = False, min: float | None = None,
                max: float | None = None, below: float | None = None, unit: str | None = None,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeper.console import UserError
+from sweeper.console import UserError, redact
 from sweeper.spec.schema import plain
 
 TAG_KIND = "sweeper.kind"  # "sweep" (parent) or "trial" (child)
@@ -252,6 +252,8 @@ class Tracking:
         existing = self.trial_records([trial_id]).get(trial_id)
         if existing is not None and not fresh:
             self.client.update_run(existing.run_id, status="RUNNING")
+            if TAG_FAILURE in existing.tags:  # an earlier attempt's reason; this one may well finish
+                self.client.delete_tag(existing.run_id, TAG_FAILURE)
             return TrialLog(self.client, existing.run_id, dict(existing.last_steps))
         all_tags = {TAG_KIND: "trial", TAG_TRIAL: trial_id, TAG_PARENT: parent_run_id,
                     **{k: str(v) for k, v in tags.items()}}
@@ -328,7 +330,7 @@ class TrialLog:
             raise ValueError(f"status must be one of {FINAL_STATUSES}, got {status}")
         self.flush()
         if reason:
-            self.set_tags({TAG_FAILURE: reason[:5000]})
+            self.set_tags({TAG_FAILURE: redact(reason)[:5000]})
         self.client.set_terminated(self.run_id, status=status)
 
 

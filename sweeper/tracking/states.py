@@ -20,7 +20,7 @@ PLAN_STATES = {"FINISHED": "done", "FAILED": "failed", "RUNNING": "running"}
 
 
 def store_states(profile: Any, experiment: str, trials: Sequence[Trial]) -> StoreStates:
-    from sweeper.console import UserError
+    from sweeper.console import UserError, redact
     from sweeper.tracking import check_reachable
 
     try:
@@ -43,7 +43,7 @@ def store_states(profile: Any, experiment: str, trials: Sequence[Trial]) -> Stor
                   if record is not None}
     except Exception as error:  # noqa: BLE001 (a view of the plan: any store failure is one line, not a crash)
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        return StoreStates(states=None, note=f"done vs to run unknown: MLflow at {uri} answered: {first}")
+        return StoreStates(states=None, note=redact(f"done vs to run unknown: MLflow at {uri} answered: {first}"))
     if tracking.experiment_id is None:
-        return StoreStates(states={}, note=f"MLflow at {uri} has no experiment {experiment!r} yet")
-    return StoreStates(states=states, note=f"MLflow at {uri}, experiment {experiment!r}")
+        return StoreStates(states={}, note=f"MLflow at {redact(uri)} has no experiment {experiment!r} yet")
+    return StoreStates(states=states, note=f"MLflow at {redact(uri)}, experiment {experiment!r}")

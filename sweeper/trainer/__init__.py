@@ -11,13 +11,14 @@ Metric names are the table in `sweeper.trial` (METRICS).
 
 from sweeper.trainer.checkpoint import latest_checkpoint
 from sweeper.trial import TrialConfig, padded_vocab_size
-from sweeper.trainer.errors import NonFiniteLoss, TrialFailure, TrialOutOfMemory
+from sweeper.trainer.errors import CheckpointUnreadable, NonFiniteLoss, TrialFailure, TrialOutOfMemory
 from sweeper.trainer.loop import Reporter, TrainResult, train
 from sweeper.trial import METRICS
 from sweeper.trainer.sample import load_model, sample_ar, sample_mdm
 
 __all__ = [
     "METRICS",
+    "CheckpointUnreadable",
     "NonFiniteLoss",
     "Reporter",
     "TrainResult",

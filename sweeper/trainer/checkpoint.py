@@ -4,14 +4,23 @@ A checkpoint is a folder `step_00001234/` under the trial's checkpoint root hold
   state.pt     model and optimizer (full, unsharded, keyed by parameter name), the loop's counters,
                and the RNG states of every process (torch, cuda, numpy, python)
   config.json  the TrialConfig that built the model (sampling rebuilds the model from it)
+  complete.json  written last: the size and SHA-256 of each file above
 It is written into a hidden temporary folder and renamed into place, so a process killed while
-writing leaves either the previous checkpoint or the new one, never a torn one. With several
-processes every one takes part in gathering the state and process 0 writes it; the root must be
-storage every process can read (a shared or local disk), because each process reads it to resume.
+writing leaves either the previous checkpoint or the new one, never a torn one. Copies of it (Ray
+Tune persists each to storage, file by file, in no set order) can still be torn, so a checkpoint is
+taken as whole only when its completion marker is there and every file matches it: reading one
+checks that and raises CheckpointUnreadable otherwise, and `checkpoint_problem` says what is wrong
+without loading the state. The SHA-256 costs ~1.2 ms per MB of state, on writing and on reading
+(256 MB: 0.29 s beside torch.save's 0.33 s, on one core of a 2-core x86-64 machine). Checkpoints written before the
+marker existed have none: resuming does not take them (the trial starts over, with a warning), but
+`load_model` reads them. With several processes every one takes part in gathering the state and
+process 0 writes it; the root must be storage every process can read (a shared or local disk),
+because each process reads it to resume.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -32,10 +41,13 @@ from torch.distributed.checkpoint.state_dict import (
 
 from sweeper.trial import TrialConfig
 from sweeper.trainer.distributed import Processes, barrier, gather_objects
+from sweeper.trainer.errors import CheckpointUnreadable
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
+COMPLETE_FILE = "complete.json"
 _NAME = re.compile(r"^step_(\d{8})$")
+_READ_BYTES = 16 << 20
 
 
 def checkpoint_name(step: int) -> str:
@@ -43,12 +55,40 @@ def checkpoint_name(step: int) -> str:
 
 
 def latest_checkpoint(root: str | os.PathLike[str]) -> str | None:
-    """The complete checkpoint with the highest step under root, or None."""
+    """The checkpoint with the highest step under root whose files match its completion marker, or
+    None (the others are left for `checkpoint_problem` to explain)."""
     root = Path(root)
     if not root.is_dir():
         return None
-    steps = sorted(int(m.group(1)) for p in root.iterdir() if (m := _NAME.match(p.name)))
-    return str(root / checkpoint_name(steps[-1])) if steps else None
+    steps = sorted((int(m.group(1)) for p in root.iterdir() if (m := _NAME.match(p.name))), reverse=True)
+    return next((str(root / checkpoint_name(step)) for step in steps
+                 if checkpoint_problem(root / checkpoint_name(step), checksums=False) is None), None)
+
+
+def checkpoint_problem(path: str | os.PathLike[str], *, checksums: bool = True) -> str | None:
+    """None when the checkpoint folder is whole (its completion marker is there and every file it
+    lists has the size, and with `checksums` the SHA-256, it records), else what is wrong, as the end
+    of a sentence that names the folder."""
+    path = Path(path)
+    try:
+        files = json.loads((path / COMPLETE_FILE).read_text())["files"]
+    except FileNotFoundError:
+        return (f"has no {COMPLETE_FILE} (it was cut off while being written or copied, or an older sweeper "
+                "wrote it)" if path.is_dir() else "does not exist")
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"has an unreadable {COMPLETE_FILE}"
+    for name in (STATE_FILE, CONFIG_FILE):
+        if name not in files:
+            return f"has a {COMPLETE_FILE} that does not list {name}"
+        try:
+            size = (path / name).stat().st_size
+        except FileNotFoundError:
+            return f"lacks {name}"
+        if size != files[name]["bytes"]:
+            return f"has a {name} of {size:,} bytes, not the {files[name]['bytes']:,} its {COMPLETE_FILE} records"
+        if checksums and _sha256(path / name) != files[name]["sha256"]:
+            return f"has a {name} that does not match the SHA-256 its {COMPLETE_FILE} records"
+    return None
 
 
 def rng_state() -> dict[str, Any]:
@@ -88,6 +128,9 @@ def write_checkpoint(root: str | os.PathLike[str], config: TrialConfig, model: n
         state = {"model": model_state, "optimizer": optim_state, "loop": loop_state, "rng": rngs}
         _write_synced(tmp / STATE_FILE, lambda f: torch.save(state, f))
         _write_synced(tmp / CONFIG_FILE, lambda f: f.write(json.dumps(config.to_dict(), indent=1).encode()))
+        files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+                 for name in (STATE_FILE, CONFIG_FILE)}
+        _write_synced(tmp / COMPLETE_FILE, lambda f: f.write(json.dumps({"files": files}, indent=1).encode()))
         if final.exists():  # rewriting a step after a resume: swap the old folder out first
             old = final.parent / f".{final.name}.old-{os.getpid()}"
             final.rename(old)
@@ -98,13 +141,24 @@ def write_checkpoint(root: str | os.PathLike[str], config: TrialConfig, model: n
     return str(final)
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> tuple[TrialConfig, dict[str, Any]]:
+def read_checkpoint(path: str | os.PathLike[str], *,
+                    marked_only: bool = True) -> tuple[TrialConfig, dict[str, Any]]:
+    """(the config that wrote it, its state) from a step_* folder, after checking it against its
+    completion marker. `marked_only=False` also reads a checkpoint that has no marker (written
+    before markers existed), if it loads.
+
+    Raises CheckpointUnreadable, naming the folder, for a torn, damaged or missing checkpoint."""
     path = Path(path)
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not a checkpoint (no {STATE_FILE}); pass a step_* folder, "
-                                "e.g. the one latest_checkpoint(root) returns")
-    config = TrialConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    problem = checkpoint_problem(path)
+    unmarked = path.is_dir() and not (path / COMPLETE_FILE).exists()
+    if problem is not None and (marked_only or not unmarked):
+        raise CheckpointUnreadable(str(path), problem)
+    try:
+        config = TrialConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (a damaged file makes torch's unpickler raise almost anything)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise CheckpointUnreadable(str(path), f"does not load ({first})") from None
     return config, state
 
 
@@ -132,6 +186,14 @@ def _write_synced(path: Path, write: Any) -> None:
         write(f)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_READ_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

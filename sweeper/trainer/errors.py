@@ -6,9 +6,17 @@ trial again could help: a diverged loss or a micro-batch that does not fit will 
 
 from __future__ import annotations
 
+import copyreg
+from typing import Any
+
 
 class TrialFailure(RuntimeError):
     retryable: bool = True
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray carries a worker's error to the driver by pickling it; the default would call the class
+        # with the message alone, which subclasses taking other arguments refuse.
+        return copyreg.__newobj__, (type(self), *self.args), self.__dict__  # type: ignore[attr-defined]
 
 
 class NonFiniteLoss(TrialFailure):
@@ -35,3 +43,12 @@ class TrialOutOfMemory(TrialFailure):
             f"out of memory on {device} with micro_batch={micro_batch}: lower the micro-batch "
             f"(e.g. {smaller}; gradient accumulation keeps the global batch) or use "
             f"parallelism='fsdp' across several devices. {detail.splitlines()[0] if detail else ''}")
+
+
+class CheckpointUnreadable(TrialFailure):
+    """A checkpoint that is torn (its completion marker missing, or a file that does not match it),
+    damaged or missing. A runner resuming a trial falls back to an older checkpoint, or step 0."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"the checkpoint {path} {problem}")

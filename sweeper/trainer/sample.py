@@ -23,8 +23,9 @@ UnmaskOrder = Literal["random", "confident"]
 
 
 def load_model(checkpoint: str | os.PathLike[str], device: str = "cpu") -> tuple[Transformer, TrialConfig]:
-    """Rebuild the model a checkpoint folder (step_*) holds, in eval mode, on `device`."""
-    config, state = read_checkpoint(checkpoint)
+    """Rebuild the model a checkpoint folder (step_*) holds, in eval mode, on `device`; also from a
+    checkpoint written before completion markers. Raises CheckpointUnreadable when it does not load."""
+    config, state = read_checkpoint(checkpoint, marked_only=False)
     model = Transformer(ModelConfig.from_trial(config))
     model.load_state_dict(state["model"])
     return model.to(resolve_device(device)).eval(), config

@@ -69,9 +69,16 @@ def test_a_corrupted_object_is_caught_on_download(s3: S3Server, tmp_path: Path,
     body[0] ^= 1
     client(s3).put_object(Bucket=s3.bucket, Key=key, Body=bytes(body))
     monkeypatch.setenv("SWEEPER_DATA_CACHE", str(tmp_path / "fresh-node"))
-    with pytest.raises(DataError, match=r"does not match its checksum in the manifest"):
+    with pytest.raises(DataError, match=r"does not match the SHA-256 its manifest records .* run `sweeper data`"):
         open_pool(manifest, 2000)
     assert not list((tmp_path / "fresh-node").rglob(manifest.train.data.sha256))
+    # `sweeper data` reads every object to check it (no node's copy stands in), and uploads the broken one anew
+    again = prepare(data, [2000], remote)
+    assert again.action == "built" and again.repaired == (manifest.train.data.file,)
+    assert again.manifest.train.data == manifest.train.data
+    monkeypatch.setenv("SWEEPER_DATA_CACHE", str(tmp_path / "other-node"))
+    assert open_pool(again.manifest, 2000).tolist() == open_pool(prepare(data, [2000], s3.storage("clean")).manifest,
+                                                                 2000).tolist()
 
 
 def test_unauthorised(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
