@@ -11,6 +11,8 @@ taken in the same run, window by window, so both see the same load from other pr
 - `evaluation`: seconds of one validation pass (mdm: `mdm_eval_samples` draws of t per sequence)
   in training-token equivalents, i.e. how many tokens the trial could have trained instead.
 - `precision`: bf16 autocast against fp32, alternate windows of two runs of the same trial.
+- `compile`: torch.compile against eager, both fp32: the steady rate of each (runs alternating)
+  and what compiling costs once per process, in seconds and in training-token equivalents.
 
     .venv/bin/python benchmarks/quickstart_costs.py                 # the shapes below, 1 thread
     .venv/bin/python benchmarks/quickstart_costs.py --shapes quickstart --windows 3
@@ -73,7 +75,7 @@ def full_head_loss_sums(model: Callable[..., torch.Tensor], tokens: torch.Tensor
 
 
 def config_for(s: Shape, family: str, steps: int, window: int, precision: str,
-               eval_steps: tuple[int, ...] | None = None) -> TrialConfig:
+               eval_steps: tuple[int, ...] | None = None, compile: bool = False) -> TrialConfig:
     tokens = steps * s.batch * s.seq_len
     return TrialConfig(
         trial_id=f"bench-{s.name}-{family}", family=family, num_params=1, unique_tokens=tokens + 1,
@@ -83,7 +85,7 @@ def config_for(s: Shape, family: str, steps: int, window: int, precision: str,
         schedule="cosine", betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, grad_clip=1.0,
         batch_sequences=s.batch, micro_batch=s.batch, eval_steps=eval_steps or (0, steps),
         mdm_eval_samples=s.eval_samples, checkpoint_every_steps=steps, log_every_steps=window,
-        precision=precision, compile=False, seed=0, device="cpu", peak_flops=None)
+        precision=precision, compile=compile, seed=0, device="cpu", peak_flops=None)
 
 
 def data(s: Shape, tokens: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,22 +176,58 @@ def precision(s: Shape, family: str, windows: int, window: int) -> dict[str, obj
             "range": [round(min(pairs), 3), round(max(pairs), 3)]}
 
 
+def compiled(s: Shape, family: str, windows: int, window: int) -> dict[str, object]:
+    """torch.compile against eager (fp32): steady windows of alternating runs, and the extra time
+    of the first compiled run's first window, which is what compiling costs a process once per
+    shape (later runs in the same process reuse the compiled graph; a new process reads
+    inductor's disk cache, cheaper than a cold compile but not free)."""
+    rates: dict[str, list[float]] = {"eager": [], "compile": []}
+    first_window_s: list[float] = []
+    steps = 4 * window
+    for _ in range(windows):
+        for mode in ("eager", "compile"):
+            config = config_for(s, family, steps, window, "fp32", compile=mode == "compile")
+            pool, val = data(s, config.tokens)
+            got: list[float] = []
+            train(config, pool, val, lambda m, _: got.append(m["tokens_per_s"])
+                  if "tokens_per_s" in m else None)
+            rates[mode].append(statistics.median(got[1:]))  # the first window compiles or warms
+            if mode == "compile":
+                first_window_s.append(window * s.batch * s.seq_len / got[0])
+    pairs = [a / b for a, b in zip(rates["compile"], rates["eager"])]
+    steady = statistics.median(rates["compile"])
+    window_s = window * s.batch * s.seq_len / steady
+    cost = first_window_s[0] - window_s
+    return {"measure": "compile", "shape": s.name, "family": family,
+            "eager_tokens_per_s": round(statistics.median(rates["eager"])),
+            "compile_tokens_per_s": round(steady),
+            "compile_over_eager": round(statistics.median(pairs), 3),
+            "range": [round(min(pairs), 3), round(max(pairs), 3)],
+            "compile_seconds": round(cost, 1),
+            "compile_token_equivalents": round(cost * statistics.median(rates["eager"]))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="quickstart,bpe-2k,cpu-d256")
     parser.add_argument("--windows", type=int, default=4)
     parser.add_argument("--window-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--measures", default="masked_head,evaluation,precision,compile",
+                        help="which of the measurements to take (comma-separated)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.shapes.split(","):
         s = SHAPES[name]
         window = args.window_steps if s.name == "quickstart" else max(3, args.window_steps // 5)
-        for row in (masked_head(s, args.windows, window),
-                    evaluation(s, "ar", window), evaluation(s, "mdm", window),
-                    precision(s, "ar", args.windows, window),
-                    precision(s, "mdm", args.windows, window)):
+        measures = {
+            "masked_head": lambda: [masked_head(s, args.windows, window)],
+            "evaluation": lambda: [evaluation(s, f, window) for f in ("ar", "mdm")],
+            "precision": lambda: [precision(s, f, args.windows, window) for f in ("ar", "mdm")],
+            "compile": lambda: [compiled(s, f, args.windows, window * 10) for f in ("ar", "mdm")],
+        }
+        for row in (r for m in args.measures.split(",") for r in measures[m]()):
             rows.append(row)
             print(json.dumps(row), flush=True)
     machine = {"cpu": _cpu_name(), "threads": args.threads, "torch": torch.__version__,

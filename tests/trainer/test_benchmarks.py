@@ -119,7 +119,7 @@ def test_throughput_benchmark_pairs_trainer_and_reference_windows() -> None:
 
 def test_quickstart_costs_pair_masked_and_full_head_windows() -> None:
     rows = run("quickstart_costs.py", "--shapes", "quickstart", "--windows", "2",
-               "--window-steps", "3")
+               "--window-steps", "3", "--measures", "masked_head,evaluation,precision")
     assert [r["measure"] for r in rows] == ["masked_head", "evaluation", "evaluation",
                                             "precision", "precision"]
     head = rows[0]
@@ -130,3 +130,15 @@ def test_quickstart_costs_pair_masked_and_full_head_windows() -> None:
     assert (ar_eval["draws_of_t"], mdm_eval["draws_of_t"]) == (1, 4)
     assert ar_eval["train_token_equivalents"] > 0 and mdm_eval["train_token_equivalents"] > 0
     assert all(r["bf16_over_fp32"] > 0 for r in rows[3:])
+
+
+@pytest.mark.slow
+def test_quickstart_costs_compile_pairs_eager_and_compiled_runs() -> None:
+    rows = run("quickstart_costs.py", "--shapes", "quickstart", "--windows", "2",
+               "--window-steps", "1", "--measures", "compile")
+    assert [(r["measure"], r["family"]) for r in rows] == [("compile", "ar"), ("compile", "mdm")]
+    for row in rows:
+        assert row["eager_tokens_per_s"] > 0 and row["compile_tokens_per_s"] > 0
+        low, high = row["range"]
+        assert 0 < low <= row["compile_over_eager"] <= high
+        assert row["compile_seconds"] > 0  # the first compiled window pays for compiling
