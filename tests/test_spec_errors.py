@@ -32,6 +32,8 @@ CASES = [
      "spec.yaml:16 grid.epochs: empty axis: give at least one value"),
     ("unknown preset", replace("  model: tiny\n", "  model: [tiny, 7m]\n"),
      "spec.yaml:14 grid.model[1]: unknown model preset '7m'; did you mean '7M'?"),
+    ("synthetic source too large to build", replace("kind: synthetic, symbols: 64", "kind: synthetic, symbols: 64, states: 8192"),
+     "spec.yaml:4 data.train.states: expected a value of at most 4,096, got 8192"),
     ("zero count", replace("batch_sequences: 8", "batch_sequences: 0"),
      "spec.yaml:9 train.batch_sequences: expected a positive whole number, got 0"),
     ("negative number", replace("batch_sequences: 8", "batch_sequences: 8\n  lr_peak: -1e-3"),

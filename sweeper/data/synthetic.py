@@ -57,9 +57,11 @@ def build(source: SyntheticSource) -> HiddenMarkov:
     emitted = np.empty((states, branching, emissions), dtype=np.int64)
     for s in range(states):
         cycle_next = (s + 1) % states
-        others = np.array([t for t in range(states) if t != cycle_next], dtype=np.int64)
+        # branching - 1 distinct states other than cycle_next: draw positions in that list of the
+        # states - 1 others (what Generator.choice over the list itself draws) and map them back
+        picks = rng.choice(states - 1, size=branching - 1, replace=False)
         successors[s, 0] = cycle_next
-        successors[s, 1:] = rng.choice(others, size=branching - 1, replace=False)
+        successors[s, 1:] = picks + (picks >= cycle_next)
         emitted[s] = rng.choice(source.symbols, size=branching * emissions, replace=False).reshape(branching, emissions)
     move_probs = rng.dirichlet(np.ones(branching), size=states)
     emission_probs = rng.dirichlet(np.ones(emissions), size=(states, branching))

@@ -78,7 +78,8 @@ class SyntheticSource:
 
     kind: Literal["synthetic"]
     process: Literal["hmm"] = "hmm"
-    states: int = spec_field(64, positive=True, max=2**20)
+    states: int = spec_field(64, positive=True, max=4096,
+                             doc="building the source solves a dense system in the states (~20 s at 4,096)")
     symbols: int = spec_field(255, min=2, max=2**31 - 2)
     branching: int = spec_field(2, positive=True, max=2**10)
     emissions: int = spec_field(2, positive=True, max=2**16)

@@ -72,3 +72,25 @@ def test_documents_do_not_depend_on_how_many_are_drawn() -> None:
 def test_a_state_needs_room_for_disjoint_symbols() -> None:
     with pytest.raises(FieldError, match=r"branching x emissions = 12 exceeds symbols 10"):
         SyntheticSource(kind="synthetic", states=8, symbols=10, branching=3, emissions=4)
+
+
+def _successors_drawn_from_the_list(source: SyntheticSource) -> np.ndarray:
+    """The successor draw as first written: Generator.choice over the explicit list of the states
+    other than the cycle's next, then the symbols; build() draws positions in that list instead."""
+    rng = np.random.default_rng([source.seed, 0x5EED])
+    out = np.empty((source.states, source.branching), dtype=np.int64)
+    for s in range(source.states):
+        cycle_next = (s + 1) % source.states
+        others = np.array([t for t in range(source.states) if t != cycle_next], dtype=np.int64)
+        out[s, 0] = cycle_next
+        out[s, 1:] = rng.choice(others, size=source.branching - 1, replace=False)
+        rng.choice(source.symbols, size=source.branching * source.emissions, replace=False)
+    return out
+
+
+@pytest.mark.parametrize("states,branching,seed", [(1, 1, 0), (2, 2, 0), (5, 3, 7), (64, 4, 1), (300, 2, 0)])
+def test_a_source_draws_the_same_process_as_before(states: int, branching: int, seed: int) -> None:
+    """Same settings, same tokens: a cached pool and every trial id trained on it stay true."""
+    source = SyntheticSource(kind="synthetic", states=states, symbols=128, branching=branching,
+                             emissions=2, document_length=64, seed=seed)
+    assert np.array_equal(build(source).successors, _successors_drawn_from_the_list(source))
