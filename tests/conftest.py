@@ -32,6 +32,22 @@ tracking: {experiment: EXPERIMENT}
 """
 
 
+def descendants(root: int) -> set[int]:
+    """Processes below `root` (a test's own `sweeper run` and the Ray it started), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
 def long_spec_text(*, name: str, family: str, epochs: int, experiment: str) -> str:
     return (LONG.replace("NAME", name).replace("FAMILY", family).replace("EPOCHS", str(epochs))
             .replace("EXPERIMENT", experiment))

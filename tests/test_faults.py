@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import descendants
 from test_run import (SMOKE, assert_clean_curve, kill, long_spec, only_trial_run, runs, start, sweeper,
                       trial_workers, write_profile)
 
@@ -36,22 +37,8 @@ def wait_for_checkpoints(store: Path, process, count: int, timeout_s: float = 24
 
 def workers_of(driver_pid: int) -> list[int]:
     """PIDs of the trial workers this driver's embedded Ray started (not another sweep's on this machine)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit():
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-
-    def descends(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == driver_pid:
-                return True
-        return False
-
-    return [pid for pid in trial_workers() if descends(pid)]
+    below = descendants(driver_pid)
+    return [pid for pid in trial_workers() if pid in below]
 
 
 def final_loss_without_ray(spec: Path, profile: Path, trial_id: str) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LOCAL_PROFILE, REPO, SMOKE_SPEC, long_spec_text
+from conftest import LOCAL_PROFILE, REPO, SMOKE_SPEC, descendants, long_spec_text
 from sweeper.console import UserError
 from sweeper.plan import plan_sweep
 from sweeper.profile import load_profile
@@ -189,22 +189,6 @@ def test_two_process_trials_run_in_ray_train_match_one_process_and_fail_once(tmp
 
     alone = single_process_final_loss(spec, sized.id, tmp_path / "one")
     assert run.data.metrics["final/val_loss"] == pytest.approx(alone, abs=1e-4)
-
-
-def descendants(root: int) -> set[int]:
-    """Processes below `root` (this test's own `sweeper run` and the Ray it started)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit():
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def train_workers(root: int) -> list[int]:

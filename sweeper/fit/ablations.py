@@ -111,7 +111,18 @@ def table(axis: Axis) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
                      number(r.mdm), "" if plain is None else f"{r.loss - plain:+.4f}",
                      "likelihood bound" if r.bound else "not a likelihood bound"))
     return header, tuple(rows)
-    return header, rows
+
+
+def _panel_grid(count: int) -> tuple[Any, np.ndarray]:
+    """A figure with `count` panels of 4.4 x 3.5 inches, at most 3 to a row: (figure, axes grid)."""
+    columns = min(3, count)
+    rows = math.ceil(count / columns)
+    return plt.subplots(rows, columns, figsize=(4.4 * columns, 3.5 * rows), squeeze=False)
+
+
+def _hide_unused(grid: np.ndarray, used: int) -> None:
+    for ax in list(grid.flat)[used:]:
+        ax.set_visible(False)
 
 
 def draw(found: Sequence[Axis], path: Path) -> str | None:
@@ -120,9 +131,7 @@ def draw(found: Sequence[Axis], path: Path) -> str | None:
     training loss is not a likelihood bound."""
     if not found:
         return None
-    columns = min(3, len(found))
-    panels = math.ceil(len(found) / columns)
-    figure, grid = plt.subplots(panels, columns, figsize=(4.4 * columns, 3.5 * panels), squeeze=False)
+    figure, grid = _panel_grid(len(found))
     for ax, axis in zip(grid.flat, found):
         values = sorted({r.value for r in axis.rows}, key=_value_key)
         for where in sorted({(r.unique_tokens, r.epochs) for r in axis.rows}):
@@ -145,8 +154,7 @@ def draw(found: Sequence[Axis], path: Path) -> str | None:
         ax.set_title(f"{axis.family}: {axis.name}", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(grid.flat)[len(found):]:
-        ax.set_visible(False)
+    _hide_unused(grid, len(found))
     save(figure, path)
     return ("Each ablation's best validation loss per value (solid), against plain ar and plain mdm "
             "trained on the same unique tokens for the same epochs (dashed); a hollow dot marks "
@@ -174,9 +182,7 @@ def draw_curves(found: Sequence[Axis], rows: Sequence[Mapping[str, Any]],
             panels.append((axis, lines))
     if not panels:
         return None
-    columns = min(3, len(panels))
-    figure, grid = plt.subplots(math.ceil(len(panels) / columns), columns,
-                                figsize=(4.4 * columns, 3.5 * math.ceil(len(panels) / columns)), squeeze=False)
+    figure, grid = _panel_grid(len(panels))
     for ax, (axis, lines) in zip(grid.flat, panels):
         values = sorted({label for label, _, color, _ in lines if color is None}, key=_value_key)
         shades = dict(zip(values, plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(len(values), 1)))))
@@ -196,8 +202,7 @@ def draw_curves(found: Sequence[Axis], rows: Sequence[Mapping[str, Any]],
         ax.set_title(f"{axis.family}: {axis.name}", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6, loc="best")
-    for ax in list(grid.flat)[len(panels):]:
-        ax.set_visible(False)
+    _hide_unused(grid, len(panels))
     save(figure, path)
     return ("The validation curves behind each ablation: every value's trials (solid, by value) and the "
             "plain ar and mdm trials at the same U and epochs (dashed). Early evaluations far above "
