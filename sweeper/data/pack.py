@@ -40,7 +40,6 @@ class Packed:
     tokens: int
     documents: int  # documents begun (the last may be cut)
     text_bytes: int  # of those documents, the cut one pro rata
-    sha256: str
     index: np.ndarray  # (documents, 2) int64: cumulative [token end, text byte end] per document
     dropped_documents: int  # skipped because the validation set holds the same text
 
@@ -105,7 +104,6 @@ def write_tokens(cursor: Cursor, path: Path, *, dtype: np.dtype, limit: int, sta
     """Append whole documents from `cursor` to `path` until it holds `limit` tokens (the last document
     cut there), skipping documents whose hash is in `drop` and adding the hashes of those taken to
     `keep_hashes`. The cursor is left at the document after the last one taken."""
-    digest = hashlib.sha256()
     token_ends: list[np.ndarray] = []
     byte_ends: list[np.ndarray] = []
     tokens = text_bytes = dropped = 0
@@ -133,7 +131,6 @@ def write_tokens(cursor: Cursor, path: Path, *, dtype: np.dtype, limit: int, sta
                 chunk = np.concatenate(pieces) if pieces else batch.ids[:0]
             chunk = chunk[:limit - tokens].astype(dtype)
             out.write(chunk.tobytes())
-            digest.update(chunk.tobytes())
             # The document that reaches the limit is cut there; its text bytes count pro rata.
             doc_ends = np.minimum(ends[:taken], limit)
             got = np.diff(doc_ends, prepend=tokens)
@@ -149,8 +146,8 @@ def write_tokens(cursor: Cursor, path: Path, *, dtype: np.dtype, limit: int, sta
                 progress(stage, tokens, limit)
     index = np.stack([np.concatenate([np.zeros(0, np.int64), *token_ends]),
                       np.concatenate([np.zeros(0, np.int64), *byte_ends])], axis=1).astype(np.int64)
-    return Packed(path=path, tokens=tokens, documents=len(index), text_bytes=text_bytes, sha256=digest.hexdigest(),
-                  index=index, dropped_documents=dropped)
+    return Packed(path=path, tokens=tokens, documents=len(index), text_bytes=text_bytes, index=index,
+                  dropped_documents=dropped)
 
 
 def pool_statistics(index: np.ndarray, unique_tokens: int) -> tuple[int, int]:
