@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Family = Literal["ar", "mdm"]
+Family = Literal["ar", "mdm", "dual", "bd3lm"]
+FAMILIES: tuple[str, ...] = ("ar", "mdm", "dual", "bd3lm")
 Schedule = Literal["cosine", "linear", "constant"]
 Precision = Literal["bf16", "fp32"]
 Parallelism = Literal["ddp", "fsdp"]
 LossWeight = Literal["elbo", "unweighted"]
 TimeSampling = Literal["iid", "stratified"]
+DualValLoss = Literal["ar", "mdm"]
 
 EMBEDDING_ROW_MULTIPLE = 128  # embedding rows are padded to a multiple of this (DESIGN.md)
 MAX_ORDERINGS = 1024  # token orderings an ar trial may train on (the paper: at most 16)
@@ -39,15 +41,18 @@ HOW_KEYS = frozenset({"compile", "checkpoint_every_minutes", "streaming",  # spe
                       "checkpoint_every_steps", "log_every_steps"})  # planned cadences
 
 
-# Train settings added after trial ids were first pinned: the paper's ablations and the mdm objective's
-# options (PAPER.md, "Ablations in the paper", "Later work"). Each enters a trial's id only where it
-# differs from its default, which is what every trial trained before it existed (sweeper.plan), so no
-# earlier id changes. attention_dropout None means "as dropout".
+# Train settings added after trial ids were first pinned: the paper's ablations, the mdm objective's
+# options, dual's and bd3lm's settings (PAPER.md, "Ablations in the paper", "Later work"). Each enters
+# a trial's id only where it differs from its default, which is what every trial trained before it
+# existed (sweeper.plan), so no earlier id changes. attention_dropout None means "as dropout".
 OPTION_DEFAULTS: dict[str, Any] = {"attention_dropout": None, "input_mask_rate": 0.0, "orderings": 1,
-                                   "mdm_loss_weight": "elbo", "mdm_t_sampling": "iid",
-                                   "mdm_min_mask_rate": 1e-3}
+                                   "mdm_loss_weight": "elbo", "mdm_t_sampling": "iid", "mdm_min_mask_rate": 1e-3,
+                                   "ar_fraction": 0.5, "dual_val_loss": "ar", "block_size": 4}
 AR_OPTIONS = ("input_mask_rate", "orderings")  # for ar trials only
 MDM_OPTIONS = ("mdm_loss_weight", "mdm_t_sampling", "mdm_min_mask_rate")  # for mdm trials only
+DUAL_OPTIONS, BD3LM_OPTIONS = ("ar_fraction", "dual_val_loss"), ("block_size",)  # dual only; bd3lm only
+OPTION_FAMILY = {**dict.fromkeys(AR_OPTIONS, "ar"), **dict.fromkeys(MDM_OPTIONS, "mdm"),
+                 **dict.fromkeys(DUAL_OPTIONS, "dual"), **dict.fromkeys(BD3LM_OPTIONS, "bd3lm")}
 
 
 def changed_options(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,7 +69,8 @@ def changed_options(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 OPTION_TAGS = {"attention_dropout": "adrop", "input_mask_rate": "imask", "orderings": "ord",
-               "mdm_loss_weight": "", "mdm_t_sampling": "", "mdm_min_mask_rate": "pmin"}
+               "mdm_loss_weight": "", "mdm_t_sampling": "", "mdm_min_mask_rate": "pmin",
+               "ar_fraction": "arf", "dual_val_loss": "val-", "block_size": "blk"}
 
 
 def options_label(values: Mapping[str, Any]) -> str:
@@ -81,11 +87,11 @@ def options_text(values: Mapping[str, Any]) -> str:
 
 
 def option_family_problem(family: str, values: Mapping[str, Any]) -> str | None:
-    """Why these train settings cannot train `family` (an ar-only option set for mdm, or the
-    reverse), or None."""
+    """Why these train settings cannot train `family` (an option of one family, OPTION_FAMILY, set
+    away from its default for a trial of another), or None."""
     for name in changed_options(values):
-        if (name in AR_OPTIONS and family != "ar") or (name in MDM_OPTIONS and family != "mdm"):
-            owner = "ar" if name in AR_OPTIONS else "mdm"
+        owner = OPTION_FAMILY.get(name)
+        if owner is not None and owner != family:
             return (f"{name} applies to {owner} trials only, not to {family} ones ({name}: {values[name]}); "
                     f"set it in a grid block of family {owner} or an override with when: {{family: {owner}}}")
     return None
@@ -95,9 +101,14 @@ def loss_is_likelihood_bound(family: str, mdm_loss_weight: str) -> bool:
     """Whether a trial's training loss is a likelihood or bounds one (nats/token): ar's cross-entropy
     is a chain-rule likelihood in any token order (with input masks or dropout, that of the model so
     corrupted), mdm's 1/p-weighted loss is the ELBO (PAPER.md; the clamp p >= m moves it by O(m));
-    mdm's unweighted loss is neither. Validation reports the bound for every trial (ar: cross-entropy
-    in the natural order; mdm: the ELBO)."""
-    return family == "ar" or mdm_loss_weight == "elbo"
+    mdm's unweighted loss is neither; dual's mixes two bounds, bd3lm's sums its blocks' ELBOs (BD3-LM,
+    arXiv 2503.09573, Sec. 3). Validation reports a bound for every trial (sweeper.trainer.evaluation)."""
+    return family != "mdm" or mdm_loss_weight == "elbo"
+
+
+def processed_per_token(family: str) -> int:
+    """Tokens processed per trained token: 2 for bd3lm (x_t ⊕ x_0, BD3-LM arXiv 2503.09573 Sec. 3), else 1."""
+    return 2 if family == "bd3lm" else 1
 
 
 def padded_vocab_size(vocab_size: int) -> int:
@@ -173,6 +184,9 @@ class TrialConfig:
     mdm_loss_weight: LossWeight = "elbo"  # elbo: CE / p; unweighted: CE
     mdm_t_sampling: TimeSampling = "iid"  # t per training sequence: i.i.d., or one per stratum of the batch
     mdm_min_mask_rate: float = 1e-3  # training p = (1 - m)·t + m; validation keeps the paper's 1e-3
+    ar_fraction: float = 0.5  # dual: probability that a training sequence is trained as ar, else as mdm
+    dual_val_loss: DualValLoss = "ar"  # dual: which of val/loss_ar and val/loss_mdm is val/loss
+    block_size: int = 4  # bd3lm: tokens per block; divides seq_len (1: ar's chain rule; seq_len: mdm)
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -221,8 +235,8 @@ class TrialConfig:
 def _problems(c: TrialConfig) -> list[str]:
     # A message is formatted only for a check that fails: the planner builds one config per trial.
     out: list[str] = []
-    if c.family not in ("ar", "mdm"):
-        out.append(f"family must be 'ar' or 'mdm', got {c.family!r}")
+    if c.family not in FAMILIES:
+        out.append(f"family must be one of {', '.join(FAMILIES)}, got {c.family!r}")
     for name in ("num_params", "unique_tokens", "tokens", "vocab_size", "d_model", "h_f", "heads",
                  "head_dim", "layers", "seq_len", "steps", "batch_sequences", "micro_batch",
                  "mdm_eval_samples", "checkpoint_every_steps", "log_every_steps"):
@@ -245,7 +259,14 @@ def _problems(c: TrialConfig) -> list[str]:
         out.append(f"mdm_t_sampling must be 'iid' or 'stratified', got {c.mdm_t_sampling!r}")
     if not 0.0 < c.mdm_min_mask_rate < 1.0:
         out.append(f"mdm_min_mask_rate must be in (0, 1), got {c.mdm_min_mask_rate!r}")
-    if c.family in ("ar", "mdm"):
+    if not (0.0 <= c.ar_fraction <= 1.0 and c.dual_val_loss in ("ar", "mdm")):
+        out.append(f"need ar_fraction in [0, 1] and dual_val_loss 'ar' or 'mdm', got {c.ar_fraction!r}, "
+                   f"{c.dual_val_loss!r}")
+    if not (isinstance(c.block_size, int) and c.block_size > 0):
+        out.append(f"block_size must be a positive integer, got {c.block_size!r}")
+    elif c.family == "bd3lm" and c.seq_len % c.block_size:
+        out.append(f"block_size {c.block_size} does not divide seq_len {c.seq_len}: pick a divisor")
+    if c.family in FAMILIES:
         values = {name: getattr(c, name) for name in (*OPTION_DEFAULTS, "dropout")}
         problem = option_family_problem(c.family, values)
         if problem:
@@ -296,6 +317,12 @@ def training_flops(num_params: int, tokens: int) -> float:
     return 6.0 * num_params * tokens
 
 
+def processed_flops(num_params: int, tokens: int, family: str) -> float:
+    """6·N·D times the tokens the family processes per trained token: the compute it really spends
+    (bd3lm: 2·6·N·D), against the paper's C = 6·N·D, one pass per trained token for every family."""
+    return training_flops(num_params, tokens) * processed_per_token(family)
+
+
 def tokens_for_flops(flops: float, num_params: int) -> float:
     """D = C / (6·N), the same bookkeeping solved for the tokens (iso-FLOP budgets)."""
     return flops / (6 * num_params)
@@ -307,8 +334,10 @@ def palm_flops_per_token(num_params_actual: int, layers: int, heads: int, head_d
 
     N is every parameter of the built model with the tied embedding counted once: the lookup costs
     no matmul but the tied output head is a vocab × d_model matmul, so counting it once is exact.
-    The attention term counts the full T×T score matrix for both families (the formula gives
-    causal attention no discount), so ar and mdm MFU compare directly.
+    The attention term counts the full T×T score matrix for every family (the formula gives
+    causal attention no discount), so ar and mdm MFU compare directly. bd3lm's passes read
+    x_t ⊕ x_0: its trainer counts processed_per_token(family) times this at seq_len 2L per
+    trained token, what it really computes (its `flops` metric stays the paper's 6ND).
     """
     return 6.0 * num_params_actual + 12.0 * layers * heads * head_dim * seq_len
 
@@ -328,14 +357,16 @@ def model_flops_utilisation(flops_per_token: float, tokens_per_s: float,
 # |---|---|
 # | `tokens` | training tokens seen so far, all processes together (the step axis) |
 # | `train/loss` | mean training loss over the optimizer steps since the previous log (nats/token) |
-# | `val/loss` | validation loss (ar: mean CE; mdm: the ELBO over mdm_eval_samples stratified draws of t) |
+# | `val/loss` | validation loss (ar: mean CE; mdm, bd3lm: the ELBO over mdm_eval_samples stratified draws of t; dual: see below) |
+# | `val/loss_ar`, `val/loss_mdm` | dual: both validation losses (`val/loss` is the one `dual_val_loss` names) |
 # | `val/loss_best` | lowest `val/loss` so far |
 # | `lr` | learning rate of the last optimizer step |
 # | `grad_norm` | global gradient L2 norm of the last optimizer step, before clipping |
 # | `epoch` | samples consumed / samples per epoch (fractional) |
 # | `flops` | 6 · num_params · tokens, with num_params the planned bookkeeping N of PAPER.md |
+# | `flops_processed` | bd3lm only: 6 · num_params · 2 · tokens, what its x_t ⊕ x_0 passes cost |
 # | `tokens_per_s` | training throughput since the previous log, all processes, evaluation time excluded |
-# | `mfu` | model FLOPs utilisation (PaLM appendix B): tokens_per_s · (6·num_params_actual + 12·layers·heads·head_dim·seq_len) / (peak_flops · processes); absent when peak_flops is None |
+# | `mfu` | model FLOPs utilisation (PaLM appendix B): tokens_per_s · (6·num_params_actual + 12·layers·heads·head_dim·seq_len) / (peak_flops · processes), bd3lm twice that at 2·seq_len (x_t ⊕ x_0); absent when peak_flops is None |
 # | `final/val_loss` | validation loss at the last step |
 # | `final/val_loss_best` | lowest validation loss of the run |
 # | `final/wall_s` | wall-clock seconds of this call of train(), evaluation and checkpoints included |
@@ -346,15 +377,19 @@ def model_flops_utilisation(flops_per_token: float, tokens_per_s: float,
 METRICS: dict[str, str] = {
     "tokens": "training tokens seen so far, all processes together (the step axis)",
     "train/loss": "mean training loss over the optimizer steps since the previous log (nats/token)",
-    "val/loss": "validation loss: ar mean CE; mdm ELBO over mdm_eval_samples stratified t draws",
+    "val/loss": "validation loss: ar mean CE; mdm, bd3lm ELBO over mdm_eval_samples stratified t"
+                " draws; dual the one dual_val_loss names",
+    "val/loss_ar": "dual: validation cross-entropy of the model read causally (as ar)",
+    "val/loss_mdm": "dual: validation ELBO of the model read bidirectionally (as mdm)",
     "val/loss_best": "lowest val/loss so far",
     "lr": "learning rate of the last optimizer step",
     "grad_norm": "global gradient L2 norm of the last optimizer step, before clipping",
     "epoch": "samples consumed / samples per epoch (fractional)",
     "flops": "6 * num_params * tokens (PAPER.md bookkeeping N)",
+    "flops_processed": "bd3lm: 6 * num_params * 2 * tokens, the x_t ⊕ x_0 passes it really computes",
     "tokens_per_s": "training throughput since the previous log, evaluation excluded",
     "mfu": "PaLM App. B: tokens_per_s * (6*num_params_actual + 12*layers*heads*head_dim*seq_len)"
-           " / (peak_flops * processes); absent without peak_flops",
+           " / (peak_flops * processes), bd3lm 2x that at 2*seq_len; absent without peak_flops",
     "final/val_loss": "validation loss at the last step",
     "final/val_loss_best": "lowest validation loss of the run",
     "final/wall_s": "wall-clock seconds of this train() call, evaluation and checkpoints included",

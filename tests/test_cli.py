@@ -130,7 +130,7 @@ def test_plan_imports_nothing_heavy() -> None:
                    "keys (unique_tokens, epochs, tokens, steps, flops, num_params, seed, eps, lr_peak, lr_min, "
                    "warmup_fraction, weight_decay, grad_clip, dropout, init_std, batch_sequences, eval_points, "
                    "mdm_eval_samples, attention_dropout, input_mask_rate, orderings, mdm_min_mask_rate, "
-                   "checkpoint_every_minutes)"),
+                   "ar_fraction, block_size, checkpoint_every_minutes)"),
     ("precision<2", "--where 'precision<2': 'precision' compares with = or != only;"),
     ("betas>=0.5", "--where 'betas>=0.5': 'betas' is not a filter key; filter on id, name, family,"),
     ("schedule=cosin", "--where 'schedule=cosin': 'schedule' is one of cosine, linear, constant, not 'cosin'; "

@@ -30,15 +30,18 @@ def test_smoke_ids_are_pinned() -> None:
 # backends/local.yaml. Re-pinned for ID_SCHEMA sweeper.trial/2 (issue 13: mdm masks keyed by global
 # sequence; README, what changed between recipe versions); a change here orphans every finished
 # trial of that spec in every tracking store. The ablation specs were pinned when the train options
-# (sweeper.trial.OPTION_DEFAULTS) came, which left every other pin here as it was.
+# (sweeper.trial.OPTION_DEFAULTS) came, which left every other pin here as it was; ablations-cpu
+# and tests/specs/ablations.yaml were re-pinned when they gained dual and bd3lm trials, their earlier
+# ids unchanged.
 PINNED_IDS = {
     "sweeps/ablations.yaml": (14, "2d7445a47a8b802e180886f7f408b7379534eebca95c2ce94d2203bc5399ba2c"),
-    "sweeps/ablations-cpu.yaml": (16, "fc2d976d4fea8204c4f109ff9e8fecf0b891195c8afc0870c812d6a919fa67b9"),
+    "sweeps/ablations-cpu.yaml": (20, "8a2d10dec85ee841fdba3d71ee1e0b6e861929e98e8b5b4d6ea5560afc6eef75"),
     "sweeps/chinchilla.yaml": (52, "a2c5f43555a42b3b76052ab6d37f4747f4b5e1e9a37513ba062a5d47ae38b2a1"),
     "sweeps/crossover-cpu.yaml": (6, "3bf2600eefb2920911d661db12581997dde4442c00b7f2f8c7cfd57b0aab827f"),
     "sweeps/grid.yaml": (200, "95eb0502464e541ec011ca4b568aa61738c13d907f0777b535065abdaf775535"),
+    "sweeps/mini-gpu.yaml": (93, "420d877520a83a2b9b57a556f41ef9e7b4a846c23eebca2f1e8ea05912f4a70c"),
     "sweeps/quickstart.yaml": (45, "b87982e6927750f4c7df4d6cadf46fe18c169b02d6d1cafaea68dc55cb7f74c1"),
-    "tests/specs/ablations.yaml": (8, "59dd30fab53b2007703d0bff83191289b626f7c680965f1bc3a8ab4b2a1ace1b"),
+    "tests/specs/ablations.yaml": (10, "b5a28b9580e37f6543e89fa19c60e0d913e294eb6981e237496a02339aa909a6"),
     "tests/specs/device_run.yaml": (2, "6ada5dd5352cb96d6c275eac9d2523b5a33d36aa776e6f9cc1306744da857129"),
     "tests/specs/smoke.yaml": (2, "f7771d0ff5009b4f6286c027a37528bcce3454968c2ceab26f0ea1abb5e32fb9"),
 }

@@ -38,7 +38,8 @@ def test_train_spec_defaults_are_the_option_defaults() -> None:
 def test_defaults_written_out_keep_every_id(write_spec) -> None:
     base = ids(write_spec(MINIMAL, "a.yaml"))
     spelled = with_train("attention_dropout: null", "input_mask_rate: 0", "orderings: 1",
-                         "mdm_loss_weight: elbo", "mdm_t_sampling: iid", "mdm_min_mask_rate: 1e-3")
+                         "mdm_loss_weight: elbo", "mdm_t_sampling: iid", "mdm_min_mask_rate: 1e-3",
+                         "ar_fraction: 0.5", "dual_val_loss: ar", "block_size: 4")
     assert ids(write_spec(spelled, "b.yaml")) == base
     # attention dropout equal to dropout is the default: the same model is trained
     same = plan(write_spec(with_train("dropout: 0.2", "attention_dropout: 0.2"), "d.yaml")).trials
@@ -53,6 +54,9 @@ def test_defaults_written_out_keep_every_id(write_spec) -> None:
     ("mdm", "mdm_loss_weight: unweighted", "unweighted"),
     ("mdm", "mdm_t_sampling: stratified", "stratified"),
     ("mdm", "mdm_min_mask_rate: 0.01", "pmin0.01"),
+    ("dual", "ar_fraction: 0.25", "arf0.25"),
+    ("dual", "dual_val_loss: mdm", "val-mdm"),
+    ("bd3lm", "block_size: 8", "blk8"),
 ])
 def test_an_option_away_from_its_default_changes_the_id(write_spec, family: str, line: str, label: str) -> None:
     one_family = MINIMAL.replace("family: [ar, mdm]", f"family: {family}")
@@ -85,6 +89,15 @@ def one_error(capsys, code: int) -> str:
     (["mdm_min_mask_rate: 0"], "spec.yaml:10 train.mdm_min_mask_rate: expected a positive number, got 0"),
     (["mdm_loss_weight: nelbo"], "spec.yaml:10 train.mdm_loss_weight: expected one of elbo, unweighted, got "
                                  "'nelbo'; did you mean 'elbo'?"),
+    (["block_size: 8"], "spec.yaml:14 grid: block_size applies to bd3lm trials only, not to ar ones (block_size: 8); "
+                        "set it in a grid block of family bd3lm or an override with when: {family: bd3lm} (after "
+                        "this block's settings and overrides)"),
+    (["ar_fraction: 0.9"], "spec.yaml:14 grid: ar_fraction applies to dual trials only, not to ar ones "
+                           "(ar_fraction: 0.9); set it in a grid block of family dual or an override with when: "
+                           "{family: dual} (after this block's settings and overrides)"),
+    (["ar_fraction: 1.5"], "spec.yaml:10 train.ar_fraction: expected a value of at most 1, got 1.5"),
+    (["block_size: 0"], "spec.yaml:10 train.block_size: expected a positive whole number, got 0"),
+    (["dual_val_loss: elbo"], "spec.yaml:10 train.dual_val_loss: expected one of ar, mdm, got 'elbo'"),
 ])
 def test_bad_options_are_one_line(write_spec, capsys, lines: list[str], message: str) -> None:
     path = write_spec(with_train(*lines), "spec.yaml")
@@ -99,6 +112,20 @@ def test_an_option_in_its_own_family_block_plans(write_spec) -> None:
     trials = plan(write_spec(text, "spec.yaml")).trials
     assert sorted(t.name for t in trials) == ["ar-tiny-U4k-e1", "ar-tiny-U4k-e1-ord2", "ar-tiny-U4k-e1-ord4",
                                               "mdm-tiny-U4k-e1-stratified"]
+
+
+def test_new_families_plan_and_a_block_size_must_divide_seq_len(write_spec, capsys) -> None:
+    text = MINIMAL.replace("family: [ar, mdm]", "family: [dual, bd3lm]")
+    trials = plan(write_spec(text, "spec.yaml")).trials
+    assert sorted(t.name for t in trials) == ["bd3lm-tiny-U4k-e1", "bd3lm-tiny-U4k-e2", "dual-tiny-U4k-e1",
+                                              "dual-tiny-U4k-e2"]
+    for t in trials:  # bd3lm processes x_t ⊕ x_0: twice the paper's 6ND, and the plan says both
+        assert t.flops_processed == (2 if t.family == "bd3lm" else 1) * t.flops
+        assert (t.config.ar_fraction, t.config.block_size) == (0.5, 4)
+    bad = write_spec(text.replace("family: [dual, bd3lm]", "family: bd3lm\n  block_size: 5"), "bad.yaml")
+    assert one_error(capsys, main(["validate", str(bad)])) == (
+        "bad.yaml:12 grid: block_size 5 does not divide seq_len 16: bd3lm cuts every sequence into whole "
+        "blocks; pick a divisor of seq_len")
 
 
 def test_the_ablations_spec_shares_its_baselines_with_the_grid() -> None:

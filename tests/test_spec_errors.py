@@ -43,7 +43,7 @@ CASES = [
     ("epochs below one", replace("epochs: [1, 2]", "epochs: [1, 0.5]"),
      "spec.yaml:16 grid.epochs[1]: epochs must be at least 1, got 0.5 (for less data, lower unique_tokens)"),
     ("bad enum", replace("family: [ar, mdm]", "family: [ar, mdn]"),
-     "spec.yaml:13 grid.family[1]: expected one of ar, mdm, got 'mdn'; did you mean 'mdm'?"),
+     "spec.yaml:13 grid.family[1]: expected one of ar, mdm, dual, bd3lm, got 'mdn'; did you mean 'mdm'?"),
     ("tab indentation", replace("  seq_len: 16", "\tseq_len: 16"),
      "spec.yaml:6: invalid YAML: a tab character: YAML indentation must use spaces"),
     ("bad indentation", replace("  seq_len: 16", "   seq_len: 16"),
@@ -87,9 +87,10 @@ CASES = [
      "spec.yaml:12 grid: lr_min 1 is above lr_peak 0.0002 (after this block's settings and overrides)"),
     ("unknown override key", MINIMAL + "overrides:\n  - when: {family: mdm}\n    set: {lr: 1.0}\n",
      "spec.yaml:19 overrides[0].set.lr: unknown key 'lr' in override settings (train keys) (known keys: "
-     "attention_dropout, batch_sequences, betas, checkpoint_every_minutes, compile, dropout, eps, eval_points, "
-     "eval_spacing, grad_clip, init_std, input_mask_rate, lr_min, lr_peak, mdm_eval_samples, mdm_loss_weight, "
-     "mdm_min_mask_rate, mdm_t_sampling, optimizer, orderings, precision, schedule, seed, warmup_fraction, "
+     "ar_fraction, attention_dropout, batch_sequences, betas, block_size, checkpoint_every_minutes, compile, "
+     "dropout, dual_val_loss, eps, eval_points, eval_spacing, grad_clip, init_std, input_mask_rate, lr_min, "
+     "lr_peak, mdm_eval_samples, mdm_loss_weight, mdm_min_mask_rate, mdm_t_sampling, optimizer, orderings, "
+     "precision, schedule, seed, warmup_fraction, "
      "weight_decay)"),
     ("include with a list", MINIMAL + "include:\n  - {family: ar, model: tiny, unique_tokens: [8k, 9k]}\n",
      "spec.yaml:18 include[0].unique_tokens: an include entry is one point: give one value (use a grid block for lists)"),

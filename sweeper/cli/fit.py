@@ -305,6 +305,10 @@ def run_fit(args: argparse.Namespace) -> int:
         sentence = render.c_crit_sentence(analysis)
         if sentence:
             console.print(sentence)
+        header, rows = render.versus_ar_rows(analysis)
+        if rows:
+            console.print(render.text_table("C_crit of other families against ar (compared on 6ND; "
+                                            "'processed': on the compute they spend)", header, rows))
         for note in render.all_notes(analysis):
             console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     if inputs.sweeps and not args.no_log:

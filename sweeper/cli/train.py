@@ -27,19 +27,23 @@ def register(subparsers: Any) -> None:
                        help="continue exactly from a step_* folder, or `latest` under --checkpoint-dir")
     train.set_defaults(handler=run_train)
 
-    sample = subparsers.add_parser("sample", help="generate text from a trained checkpoint of either family")
+    sample = subparsers.add_parser("sample", help="generate text from a trained checkpoint of any family")
     sample.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT",
                         help="a step_* checkpoint folder, or a trial's MLflow run id (its latest checkpoint)")
     sample.add_argument("--spec", required=True, help="the sweep spec: its tokenizer decodes the samples")
     add_profile_arguments(sample)
     sample.add_argument("--num-samples", type=int, default=1, help=f"1 to {MAX_SAMPLES} (default 1)")
     sample.add_argument("--length", type=int, help="tokens to generate (default: the model's seq_len; "
-                                                   f"mdm at most seq_len, ar at most {AR_LENGTH_FACTOR} x seq_len)")
+                                                   f"mdm and bd3lm at most seq_len, ar at most "
+                                                   f"{AR_LENGTH_FACTOR} x seq_len)")
     sample.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default 1)")
     sample.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
-    sample.add_argument("--steps", type=int, default=32, help="mdm: unmasking steps (default 32)")
+    sample.add_argument("--steps", type=int, default=32,
+                        help="mdm: unmasking steps; bd3lm: at most this many per block (default 32)")
     sample.add_argument("--order", choices=("random", "confident"), default="confident",
-                        help="mdm: which masked tokens to reveal first")
+                        help="mdm, bd3lm: which masked tokens to reveal first")
+    sample.add_argument("--as", dest="read_as", choices=("ar", "mdm"),
+                        help="dual: sample left to right (ar, the default) or by unmasking (mdm)")
     sample.add_argument("--seed", type=int, default=0)
     sample.set_defaults(handler=run_sample)
 
@@ -189,16 +193,33 @@ def check_sample_options(args: argparse.Namespace) -> None:
         raise UserError(f"--seed {args.seed}: expected 0 to 2**63 - 1")
 
 
-def sample_length(args: argparse.Namespace, family: str, seq_len: int) -> int:
+def sample_kind(args: argparse.Namespace, family: str) -> str:
+    """How to sample a model of `family`: 'ar', 'mdm' or 'bd3lm' (a dual model as --as says, ar by
+    default); --as on a model of another family is an error."""
+    from sweeper.console import UserError
+
+    read_as = getattr(args, "read_as", None)
+    if family == "dual":
+        return read_as or "ar"
+    if read_as is not None and read_as != family:
+        raise UserError(f"--as {read_as}: only a dual model samples either way; this one is {family}")
+    return family
+
+
+def sample_length(args: argparse.Namespace, family: str, seq_len: int, model_family: str | None = None) -> int:
+    """--length checked against what `family` ('ar', 'mdm', 'bd3lm': how it samples) can generate;
+    `model_family` names the model's own where it differs (a dual model)."""
     from sweeper.console import UserError
 
     if args.length is None:
         return seq_len
-    limit = seq_len if family == "mdm" else AR_LENGTH_FACTOR * seq_len
+    limit = AR_LENGTH_FACTOR * seq_len if family == "ar" else seq_len
     if args.length > limit:
-        why = "an mdm sample is one window of seq_len" if family == "mdm" else \
+        article = "an" if family == "mdm" else "a"
+        why = f"{article} {family} sample is one window of seq_len" if family != "ar" else \
             f"ar generates at most {AR_LENGTH_FACTOR} x seq_len"
-        raise UserError(f"--length {args.length:,}: this {family} model has seq_len {seq_len:,}, and {why} "
+        raise UserError(f"--length {args.length:,}: this {model_family or family} model has seq_len {seq_len:,}, "
+                        f"and {why} "
                         f"(at most {limit:,})")
     return args.length
 
@@ -212,7 +233,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
     check_sample_options(args)
     from sweeper.data import find, open_tokenizer
-    from sweeper.trainer import load_model, sample_ar, sample_mdm
+    from sweeper.trainer import load_model, sample_ar, sample_bd3lm, sample_mdm
 
     ctx = Context(args)
     spec, profile = ctx.spec, ctx.profile
@@ -235,10 +256,15 @@ def run_sample(args: argparse.Namespace) -> int:
         if config.vocab_size != tokenizer.vocab_size:
             raise UserError(f"{args.checkpoint} was trained with {config.vocab_size:,} ids, but the tokenizer of "
                             f"{args.spec} has {tokenizer.vocab_size:,}: pass the spec the checkpoint was trained from")
-        length = sample_length(args, config.family, config.seq_len)
-        if config.family == "ar":  # a fresh document starts after an end-of-document token
+        kind = sample_kind(args, config.family)
+        length = sample_length(args, kind, config.seq_len, config.family)
+        if kind == "ar":  # a fresh document starts after an end-of-document token
             ids = sample_ar(model, [tokenizer.eod_id], num_samples=args.num_samples, max_new_tokens=length,
                             temperature=args.temperature, top_k=args.top_k, seed=args.seed)[:, 1:]
+        elif kind == "bd3lm":
+            ids = sample_bd3lm(model, config.block_size, None, num_samples=args.num_samples, length=length,
+                               steps=args.steps, order=args.order, temperature=args.temperature,
+                               top_k=args.top_k, seed=args.seed)
         else:
             ids = sample_mdm(model, None, num_samples=args.num_samples, length=length, steps=args.steps,
                              order=args.order, temperature=args.temperature, top_k=args.top_k, seed=args.seed)

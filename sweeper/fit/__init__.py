@@ -15,7 +15,8 @@ Modules, in the order data flows through them:
   frontier         best loss at a compute budget, ΔL = L_mdm − L_ar, C_crit(U) and its power law
   results          the fit's options and result types (`FamilyFit`, `Analysis`, ...)
   analysis         runs all of the above per family and says what was skipped and why
-  critical_compute C_crit per unique-data budget and its law, from 'ar' and 'mdm' fits
+  critical_compute C_crit per unique-data budget and its law, from 'ar' and 'mdm' fits; every
+                   other family (dual, bd3lm) against 'ar', on 6ND and on the compute it processes
   render           the terminal table, the JSON document and its flat MLflow metrics
   plotting         what the figures share: headless matplotlib, colours, labels
   compute_figures  figures of loss against compute: frontiers, iso-loss, C_crit

@@ -256,7 +256,8 @@ def _rollout(observations: Observations, plan: FitPlan, step1_free: tuple[str, .
 
 def analyse(observations: Observations, trials_per_family: dict[str, int],
             options: FitOptions) -> Analysis:
-    """Fit every family, then compare 'ar' with 'mdm' where both exist."""
+    """Fit every family, then compare 'mdm' with 'ar' where both exist, and every other family
+    with 'ar' (Analysis.versus_ar)."""
     with single_threaded_blas():
         return _analyse(observations, trials_per_family, options)
 
@@ -289,5 +290,7 @@ def _analyse(observations: Observations, trials_per_family: dict[str, int],
             for name, seed in zip(observations.families(), seeds, strict=True)]
     families = {str(fit.family): fit for fit in _fit_families(jobs, options.processes)}
     points, c_crit, draws = critical_compute.compare(families, options, notes)
+    versus = critical_compute.versus_ar(families, options, notes,
+                                        mdm=(points, c_crit, draws) if "mdm" in families else None)
     return Analysis(families=families, points=points, c_crit=c_crit, crit_draws=draws,
-                    notes=tuple(notes), options=options)
+                    notes=tuple(notes), options=options, versus_ar=versus)

@@ -1,9 +1,15 @@
 """C_crit: the compute beyond which masked diffusion ('mdm') reaches a lower loss than
-autoregression ('ar') at a unique-data budget U, and the power law C_crit(U) through it.
+autoregression ('ar') at a unique-data budget U, and the power law C_crit(U) through it; and the
+same for every other family against ar (`versus_ar`: dual, bd3lm).
 
 At each U with repeated-epoch rows, C_crit comes from the two fitted laws (with an interval from
 their paired bootstrap draws) and from the observed Pareto frontiers; `frontier` does the
 numerics. As in `analysis`, what the fits cannot support is skipped with a note, never raised.
+
+Compute is the paper's C = 6ND for every family, which is what C_crit compares on. A family whose
+passes process more tokens than it trains on (bd3lm: x_t ⊕ x_0, 2 per token,
+sweeper.trial.processed_per_token) is compared a second time on the compute it spends, its
+FLOPs counted twice: its C_crit there is the compute at which it overtakes ar paying its real cost.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import numpy as np
 from sweeper.fit import bootstrap, frontier
 from sweeper.fit.fitter import law_from_vector
 from sweeper.fit.laws import STEP2_NAMES
-from sweeper.fit.results import SYMBOLS, CritLaw, CritPoint, Estimate, FamilyFit, FitOptions
+from sweeper.fit.results import SYMBOLS, Comparison, CritLaw, CritPoint, Estimate, FamilyFit, FitOptions
 from sweeper.fit.table import Observations
+from sweeper.trial import processed_per_token
 
 
 def compare(families: dict[str, FamilyFit], options: FitOptions,
@@ -28,27 +35,62 @@ def compare(families: dict[str, FamilyFit], options: FitOptions,
         notes.append("C_crit not computed: it compares families 'ar' and 'mdm'; found "
                      + ", ".join(f"'{name}'" for name in families))
         return nothing
-    ar, mdm = families["ar"], families["mdm"]
-    budgets = tuple(sorted(set(ar.observations.repeated_unique_tokens())
-                           | set(mdm.observations.repeated_unique_tokens())))
+    return _compare_pair(families["ar"], families["mdm"], options, notes)
+
+
+def _budgets(ar: FamilyFit, other: FamilyFit) -> tuple[float, ...]:
+    return tuple(sorted(set(ar.observations.repeated_unique_tokens())
+                        | set(other.observations.repeated_unique_tokens())))
+
+
+def _compare_pair(ar: FamilyFit, mdm: FamilyFit, options: FitOptions, notes: list[str],
+                  prefix: str = "") -> tuple[tuple[CritPoint, ...], CritLaw | None, np.ndarray]:
+    """C_crit of `mdm` (or the family in its place) against `ar` on 6ND: points, law, draws."""
+    nothing = ((), None, np.empty((0, 0)))
+    budgets = _budgets(ar, mdm)
     if not budgets:
-        notes.append("C_crit not computed: no repeated-epoch rows, so no unique-data budget U "
+        notes.append(f"{prefix}C_crit not computed: no repeated-epoch rows, so no unique-data budget U "
                      "to compare the families at")
         return nothing
     use_laws = ar.has_data_constrained_law and mdm.has_data_constrained_law
     if not use_laws:
         lacking = [fit.family for fit in (ar, mdm) if not fit.has_data_constrained_law]
-        notes.append(f"C_crit from the laws skipped: {', '.join(lacking)} has no full "
+        notes.append(f"{prefix}C_crit from the laws skipped: {', '.join(lacking)} has no full "
                      "data-constrained law (E, A, B, α, β, R*_D and R*_N); observed frontiers only")
     if use_laws:
         vague = [f"{fit.family}'s {SYMBOLS[name]}" for fit in (ar, mdm)
                  for name in STEP2_NAMES if fit.estimates[name].status == "unidentified"]
         if vague:
-            notes.append(f"C_crit from the laws uses {', '.join(vague)} at its search bound "
+            notes.append(f"{prefix}C_crit from the laws uses {', '.join(vague)} at its search bound "
                          "(no decay seen), so it assumes repeats keep their full value")
     points, draws = _crit_points(ar, mdm, budgets, use_laws, options)
-    c_crit = _crit_law(points, draws, options, notes)
+    c_crit = _crit_law(points, draws, options, notes, prefix)
     return points, c_crit, draws
+
+
+def versus_ar(families: dict[str, FamilyFit], options: FitOptions, notes: list[str],
+              mdm: tuple[tuple[CritPoint, ...], CritLaw | None, np.ndarray] | None = None) -> dict[str, Comparison]:
+    """C_crit of every family but ar against ar, by family name: on 6ND (as `compare`; `mdm`, when
+    given, is mdm's result already computed) and, for a family that processes more tokens than it
+    trains on (bd3lm), on that compute too. {} without ar; notes say what is skipped."""
+    if "ar" not in families:
+        return {}
+    ar, out = families["ar"], {}
+    for name, fit in families.items():
+        if name == "ar":
+            continue
+        if name == "mdm" and mdm is not None:
+            points, law, _ = mdm
+        else:
+            points, law, _ = _compare_pair(ar, fit, options, notes, prefix=f"{name} against ar: ")
+        factor = processed_per_token(name)
+        processed: tuple[CritPoint, ...] = ()
+        if factor != 1 and points:
+            processed, _ = _crit_points(ar, fit, _budgets(ar, fit), ar.has_data_constrained_law
+                                        and fit.has_data_constrained_law, options, cost_factor=factor)
+        out[name] = Comparison(family=name, points=points, c_crit=law, processed_factor=factor,
+                               processed=processed)
+    return out
 
 
 def _family_rows_at(fit: FamilyFit, unique_tokens: float) -> Observations:
@@ -56,32 +98,35 @@ def _family_rows_at(fit: FamilyFit, unique_tokens: float) -> Observations:
 
 
 def _crit_points(ar: FamilyFit, mdm: FamilyFit, budgets: tuple[float, ...], use_laws: bool,
-                 options: FitOptions) -> tuple[tuple[CritPoint, ...], np.ndarray]:
-    """C_crit at each U from the laws (with bootstrap draws) and from the observed frontiers."""
+                 options: FitOptions, cost_factor: float = 1.0) -> tuple[tuple[CritPoint, ...], np.ndarray]:
+    """C_crit at each U from the laws (with bootstrap draws) and from the observed frontiers; with
+    a `cost_factor`, on compute that counts `mdm`'s (the other family's) FLOPs that many times."""
+    other = mdm.family.upper()
     resamples = min(len(ar.draws), len(mdm.draws)) if use_laws else 0
     draws = np.full((resamples, len(budgets)), np.nan)
     points = []
     for j, unique_tokens in enumerate(budgets):
         reasons = []
         rows_ar, rows_mdm = _family_rows_at(ar, unique_tokens), _family_rows_at(mdm, unique_tokens)
-        observed = frontier.empirical_critical_compute(rows_mdm.flops, rows_mdm.loss,
-                                                       rows_ar.flops, rows_ar.loss)
+        observed = frontier.empirical_critical_compute(rows_mdm.flops * cost_factor, rows_mdm.loss,
+                                                       rows_ar.flops, rows_ar.loss, other)
         if observed.reason:
             reasons.append(f"observed: {observed.reason}")
         law_value, extrapolated, interval = None, False, None
         if use_laws:
-            crossing = frontier.critical_compute(mdm.law, ar.law, unique_tokens)
+            crossing = frontier.critical_compute(mdm.law, ar.law, unique_tokens, other=other,
+                                                 cost_factor=cost_factor)
             law_value = crossing.flops
             if crossing.reason:
                 reasons.append(f"laws: {crossing.reason}")
             else:
-                used = np.concatenate([rows_ar.flops, rows_mdm.flops])
+                used = np.concatenate([rows_ar.flops, rows_mdm.flops * cost_factor])
                 extrapolated = not (len(used) and used.min() <= law_value <= used.max())
             for b in range(resamples):
                 if np.isfinite(ar.draws[b]).all() and np.isfinite(mdm.draws[b]).all():
                     draws[b, j] = frontier.critical_compute(
                         law_from_vector(mdm.draws[b]), law_from_vector(ar.draws[b]),
-                        unique_tokens, near=law_value).flops or np.nan
+                        unique_tokens, near=law_value, other=other, cost_factor=cost_factor).flops or np.nan
             interval = bootstrap.percentile_interval(np.log(draws[:, j]), options.confidence)
         points.append(CritPoint(
             unique_tokens=unique_tokens,
@@ -116,7 +161,7 @@ def _power_law(budgets: np.ndarray, values: np.ndarray, draws: np.ndarray,
 
 
 def _crit_law(points: tuple[CritPoint, ...], draws: np.ndarray, options: FitOptions,
-              notes: list[str]) -> CritLaw | None:
+              notes: list[str], prefix: str = "") -> CritLaw | None:
     """The log-log line C_crit = coefficient · U^exponent, with bootstrap intervals: log U on
     log C as the paper regresses it, and log C on log U beside it."""
     budgets = np.array([p.unique_tokens for p in points])
@@ -126,15 +171,15 @@ def _crit_law(points: tuple[CritPoint, ...], draws: np.ndarray, options: FitOpti
         used = np.isfinite(from_laws)
         complete = np.isfinite(draws[:, used]).all(axis=1)
         if len(draws) and complete.mean() < 0.9:
-            notes.append(f"C_crit law intervals use the {int(complete.sum())} of {len(draws)} "
+            notes.append(f"{prefix}C_crit law intervals use the {int(complete.sum())} of {len(draws)} "
                          "resamples whose laws cross at every U")
         coefficient, exponent = _power_law(budgets, from_laws, draws, options, "u_on_c")
         return CritLaw(coefficient=coefficient, exponent=exponent, source="laws",
                        c_on_u=_power_law(budgets, from_laws, draws, options, "c_on_u"))
     if frontier.fit_power_law(budgets, observed) is None:
-        notes.append("no C_crit law: it needs a crossing at 2 or more unique-data budgets U")
+        notes.append(f"{prefix}no C_crit law: it needs a crossing at 2 or more unique-data budgets U")
         return None
-    notes.append("C_crit law fitted to the observed frontiers (the fitted laws did not give "
+    notes.append(f"{prefix}C_crit law fitted to the observed frontiers (the fitted laws did not give "
                  "crossings at 2 or more U); no interval")
     empty = np.empty((0, len(budgets)))
     coefficient, exponent = _power_law(budgets, observed, empty, options, "u_on_c")

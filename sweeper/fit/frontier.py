@@ -4,7 +4,10 @@ PAPER.md: ΔL(C, U) = L_mdm − L_ar, each the best loss over model size and epo
 C = 6ND with U unique tokens; C_crit(U) solves ΔL = 0 (AR ahead below it, MDM above); a
 log-log line over U gives C_crit = coefficient · U^exponent (the paper: 191.6 · U^2.174,
 U in tokens). Both the fitted laws and the observed runs give a frontier; this module computes
-both and leaves the choosing to `analysis`.
+both and leaves the choosing to `analysis`. Any family compares with ar the same way (dual,
+bd3lm: `critical_compute` names it); `cost_factor` puts it on the compute it really spends, where
+its passes process more tokens than it trains on (bd3lm: 2, so its best loss at compute C is the
+one its law gives at C/2 in 6ND).
 """
 
 from __future__ import annotations
@@ -55,9 +58,11 @@ def best_loss(law: laws.DataConstrainedLaw, flops: np.ndarray | float,
 
 
 def loss_gap(law_mdm: laws.DataConstrainedLaw, law_ar: laws.DataConstrainedLaw,
-             flops: np.ndarray | float, unique_tokens: float) -> np.ndarray:
-    """ΔL(C, U) = L*_mdm(C, U) − L*_ar(C, U); negative where masked diffusion is ahead."""
-    return best_loss(law_mdm, flops, unique_tokens)[0] - best_loss(law_ar, flops, unique_tokens)[0]
+             flops: np.ndarray | float, unique_tokens: float, cost_factor: float = 1.0) -> np.ndarray:
+    """ΔL(C, U) = L*_mdm(C, U) − L*_ar(C, U); negative where masked diffusion (or the family in its
+    place) is ahead. cost_factor: compute that family spends per unit of 6ND (bd3lm: 2)."""
+    other = best_loss(law_mdm, np.asarray(flops, dtype=float) / cost_factor, unique_tokens)[0]
+    return other - best_loss(law_ar, flops, unique_tokens)[0]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,24 +72,27 @@ class Crossing:
 
 
 def critical_compute(law_mdm: laws.DataConstrainedLaw, law_ar: laws.DataConstrainedLaw,
-                     unique_tokens: float, near: float | None = None) -> Crossing:
+                     unique_tokens: float, near: float | None = None, *, other: str = "MDM",
+                     cost_factor: float = 1.0) -> Crossing:
     """The first compute at which ΔL turns from positive (AR ahead) to non-positive.
 
     `near` (FLOPs), e.g. the point estimate when refitting bootstrap resamples, searches two
-    decades either side first and the whole range only if the crossing is not there.
+    decades either side first and the whole range only if the crossing is not there. `other`
+    names the family compared with AR in the reasons; `cost_factor` as in `loss_gap`.
     """
     if near is not None:
         window = _LOG10_FLOPS[np.abs(_LOG10_FLOPS - math.log10(near)) <= 2.0]
         if len(window) >= 2:
-            crossing = _first_crossing(law_mdm, law_ar, unique_tokens, window)
+            crossing = _first_crossing(law_mdm, law_ar, unique_tokens, window, other, cost_factor)
             if crossing.flops is not None:
                 return crossing
-    return _first_crossing(law_mdm, law_ar, unique_tokens, _LOG10_FLOPS)
+    return _first_crossing(law_mdm, law_ar, unique_tokens, _LOG10_FLOPS, other, cost_factor)
 
 
 def _first_crossing(law_mdm: laws.DataConstrainedLaw, law_ar: laws.DataConstrainedLaw,
-                    unique_tokens: float, log_flops: np.ndarray) -> Crossing:
-    gap = loss_gap(law_mdm, law_ar, 10.0**log_flops, unique_tokens)
+                    unique_tokens: float, log_flops: np.ndarray, other: str = "MDM",
+                    cost_factor: float = 1.0) -> Crossing:
+    gap = loss_gap(law_mdm, law_ar, 10.0**log_flops, unique_tokens, cost_factor)
     ahead = gap > 0
     turns = np.flatnonzero(ahead[:-1] & ~ahead[1:])
     if len(turns) == 0:
@@ -92,12 +100,12 @@ def _first_crossing(law_mdm: laws.DataConstrainedLaw, law_ar: laws.DataConstrain
         if ahead.all():
             return Crossing(flops=None, reason=f"AR is ahead at every compute {span}")
         if (gap < 0).all():
-            return Crossing(flops=None, reason=f"MDM is ahead at every compute {span}")
-        return Crossing(flops=None, reason=f"the laws never go from AR ahead to MDM ahead {span}")
+            return Crossing(flops=None, reason=f"{other} is ahead at every compute {span}")
+        return Crossing(flops=None, reason=f"the laws never go from AR ahead to {other} ahead {span}")
     i = turns[0]
 
     def gap_at(log10_flops: float) -> float:
-        return float(loss_gap(law_mdm, law_ar, 10.0**log10_flops, unique_tokens)[0])
+        return float(loss_gap(law_mdm, law_ar, 10.0**log10_flops, unique_tokens, cost_factor)[0])
 
     lo, hi = log_flops[i], log_flops[i + 1]
     if gap_at(hi) > 0 or gap_at(lo) <= 0:  # the grid's minimisation and the refined one disagree
@@ -114,7 +122,7 @@ def pareto_frontier(flops: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np
 
 
 def empirical_critical_compute(flops_mdm: np.ndarray, loss_mdm: np.ndarray,
-                               flops_ar: np.ndarray, loss_ar: np.ndarray) -> Crossing:
+                               flops_ar: np.ndarray, loss_ar: np.ndarray, other: str = "MDM") -> Crossing:
     """The least observed compute at which MDM's best run so far matches AR's best so far.
 
     Both frontiers are step functions: the best loss among runs with compute ≤ C. They are
@@ -138,7 +146,7 @@ def empirical_critical_compute(flops_mdm: np.ndarray, loss_mdm: np.ndarray,
 
     gap = best_so_far(front_mdm, grid) - best_so_far(front_ar, grid)
     if gap[0] <= 0:
-        return Crossing(flops=None, reason="MDM is already ahead at the least compute where both "
+        return Crossing(flops=None, reason=f"{other} is already ahead at the least compute where both "
                                            "families have runs")
     behind = np.flatnonzero(gap <= 0)
     if len(behind) == 0:

@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from sweeper.fit.results import Analysis, FamilyFit  # noqa: E402
 
-FAMILY_COLORS = {"ar": "tab:blue", "mdm": "tab:orange"}
-_OTHER_COLORS = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive")
+FAMILY_COLORS = {"ar": "tab:blue", "mdm": "tab:orange", "dual": "tab:green", "bd3lm": "tab:purple"}
+_OTHER_COLORS = ("tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan", "tab:red")
 DPI = 130
 
 

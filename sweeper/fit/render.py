@@ -9,7 +9,7 @@ from typing import Any, Literal
 from rich.table import Table
 
 from sweeper.fit.laws import PARAMETER_NAMES
-from sweeper.fit.results import SYMBOLS, Analysis, Estimate, FamilyFit
+from sweeper.fit.results import SYMBOLS, Analysis, Comparison, CritPoint, Estimate, FamilyFit
 
 Loss = Literal["final", "best", "csv"]  # --loss final|best for SPEC input; a CSV brings its own
 LOSS_MEANINGS: dict[str, str] = {
@@ -89,10 +89,49 @@ def to_json(analysis: Analysis, *, source: str, loss: Loss) -> dict[str, Any]:
         "loss": loss,
         "families": {name: _family_json(fit) for name, fit in analysis.families.items()},
         "c_crit": c_crit,
+        "versus_ar": {name: _comparison_json(comparison) for name, comparison in analysis.versus_ar.items()},
         "entropy_rate": analysis.entropy_rate,
         "confidence": analysis.options.confidence,
         "notes": all_notes(analysis),
     }
+
+
+def _points_json(points: tuple[CritPoint, ...]) -> list[dict[str, Any]]:
+    return [{"unique_tokens": point.unique_tokens, "flops": point.law.value, "lo": point.law.lo,
+             "hi": point.law.hi, "empirical_flops": point.empirical, "extrapolated": point.extrapolated}
+            for point in points]
+
+
+def _comparison_json(comparison: Comparison) -> dict[str, Any]:
+    law = comparison.c_crit
+    return {"compared_on": "6ND", "points": _points_json(comparison.points),
+            "coefficient": None if law is None else _estimate_json(law.coefficient),
+            "exponent": None if law is None else _estimate_json(law.exponent),
+            "processed_per_token": comparison.processed_factor,
+            "processed_points": _points_json(comparison.processed)}
+
+
+def versus_ar_rows(analysis: Analysis) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """C_crit of every family but mdm against ar (mdm has its own table): on 6ND, and on the compute
+    processed where a family spends more (bd3lm). Header and rows of text; no rows without any."""
+    level = f"{analysis.options.confidence:.0%}"
+    header = ("family", "U (tokens)", "compute", "C_crit, laws (FLOPs)", f"{level} interval",
+              "C_crit, observed (FLOPs)", "note")
+    rows = []
+    for name, comparison in analysis.versus_ar.items():
+        if name == "mdm":
+            continue
+        bases = [("6ND", comparison.points)]
+        if comparison.processed:
+            bases.append((f"processed ({comparison.processed_factor}× 6ND)", comparison.processed))
+        for basis, points in bases:
+            for point in points:
+                note = "; ".join(point.reasons)
+                if point.extrapolated:
+                    note = "; ".join(filter(None, ["extrapolated beyond the runs' compute", note]))
+                rows.append((name, f"{point.unique_tokens:.4g}", basis, number(point.law.value),
+                             interval(point.law), number(point.empirical), note))
+    return header, tuple(rows)
 
 
 def input_line(source: str, loss: Loss) -> str:
@@ -227,6 +266,16 @@ def family_table(fit: FamilyFit, analysis: Analysis) -> Table:
     if spread is not None:
         table.add_row("seed spread", number(spread[1]), "", "",
                       f"mean loss std over {spread[0]} configurations with several seeds")
+    return table
+
+
+def text_table(title: str, header: tuple[str, ...], rows: tuple[tuple[str, ...], ...]) -> Table:
+    """A console table of rows of text, numbers right-aligned (every column but the first and last)."""
+    table = Table(title=title, title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i in (0, len(header) - 1) else "right")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

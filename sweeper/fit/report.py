@@ -113,7 +113,7 @@ def _crit_blocks(analysis: Analysis) -> list[Block]:
         "the least compute at which masked diffusion's best run matches autoregression's."))
     if not analysis.points:
         blocks.append(Paragraph("Not computed; see the notes below."))
-        return blocks
+        return blocks + _versus_ar_blocks(analysis)
     level = f"{analysis.options.confidence:.0%}"
     rows = []
     for point in analysis.points:
@@ -129,7 +129,19 @@ def _crit_blocks(analysis: Analysis) -> list[Block]:
     sentence = render.c_crit_sentence(analysis)
     if sentence:
         blocks.append(Paragraph(sentence))
-    return blocks
+    return blocks + _versus_ar_blocks(analysis)
+
+
+def _versus_ar_blocks(analysis: Analysis) -> list[Block]:
+    header, rows = render.versus_ar_rows(analysis)
+    if not rows:
+        return []
+    return [Heading("Other families against ar", level=3), Paragraph(
+        "C_crit of each other family against ar, found as mdm's is: where its best loss at compute C "
+        "first matches ar's. Compute is the paper's C = 6ND for every family, and that is what C_crit "
+        "compares on; a family whose passes process more tokens than it trains on (bd3lm reads "
+        "x_t ⊕ x_0, 2L tokens a sequence of L) is also compared on the compute it spends, its FLOPs "
+        "counted that many times (rows 'processed')."), TableBlock(header, rows)]
 
 
 def _ablation_blocks(found: Sequence[ablations.Axis], drawn: list[tuple[str, str | None]]) -> list[Block]:
@@ -139,8 +151,9 @@ def _ablation_blocks(found: Sequence[ablations.Axis], drawn: list[tuple[str, str
         "its trials) beside plain ar and plain mdm trained on the same unique tokens U for the "
         "same epochs; the scaling-law fit above reads the plain trials only. Validation loss is a "
         "likelihood bound for every trial (ar: cross-entropy in the natural order, no input masking; "
-        "mdm: the ELBO with p = (1 − 1e-3)·t + 1e-3, whatever the training options); the last column "
-        "says whether the training loss is one as well (mdm's unweighted loss is not).")]
+        "mdm: the ELBO with p = (1 − 1e-3)·t + 1e-3, whatever the training options; bd3lm: its "
+        "blocks' ELBOs, a t per block; dual: the one its dual_val_loss names, ar's by default); the "
+        "last column says whether the training loss is one as well (mdm's unweighted loss is not).")]
     for axis in found:
         header, rows = ablations.table(axis)
         blocks += [Heading(f"{axis.family}: {axis.name}", level=3), TableBlock(header, rows)]

@@ -146,9 +146,22 @@ class CritLaw:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Comparison:
+    """C_crit of one family against ar at each U: on the paper's C = 6ND (`points`, `c_crit`, what
+    every comparison is made on) and, for a family whose passes process `processed_factor` tokens
+    per trained token (bd3lm: 2), on that compute (`processed`: its FLOPs counted that many times)."""
+
+    family: str
+    points: tuple[CritPoint, ...]
+    c_crit: CritLaw | None
+    processed_factor: int = 1
+    processed: tuple[CritPoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Analysis:
     families: dict[str, FamilyFit]
-    points: tuple[CritPoint, ...]
+    points: tuple[CritPoint, ...]  # mdm against ar, on 6ND (PAPER.md's C_crit)
     c_crit: CritLaw | None
     crit_draws: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # (resamples, U)
     notes: tuple[str, ...] = field(default=())
@@ -156,3 +169,5 @@ class Analysis:
     # The validation source's entropy rate per token where it is known exactly (a synthetic
     # source under the `symbols` tokenizer): the floor under every loss, beside the fitted E.
     entropy_rate: float | None = None
+    # every family but ar against ar, mdm included (its points and law are the ones above)
+    versus_ar: dict[str, Comparison] = field(default_factory=dict)

@@ -30,7 +30,7 @@ from sweeper.spec.schema import FieldError, plain
 from sweeper.plan.sizing import Sizing, estimate_device_seconds, size_trial, wall_seconds
 from sweeper.spec import DataSpec, SweepSpec, TrainSpec
 from sweeper.trial import HOW_KEYS, OPTION_DEFAULTS, Parallelism, TrialConfig, changed_options, \
-    option_family_problem, options_label, training_flops
+    option_family_problem, options_label, processed_flops, processed_per_token, training_flops
 from sweeper.units import fmt_count, fmt_epochs
 
 ID_SCHEMA = "sweeper.trial/2"  # README: what changed between recipe versions (2: mdm noise, init)
@@ -80,6 +80,12 @@ class Trial:
     def flops(self) -> float:
         return training_flops(self.num_params, self.tokens)  # C = 6ND
 
+    @property
+    def flops_processed(self) -> float:
+        """The compute the family really spends on D: 6ND times the tokens its passes read per trained
+        token (bd3lm: 2, x_t ⊕ x_0; sweeper.trial.processed_flops); fits and C_crit compare on 6ND."""
+        return processed_flops(self.num_params, self.tokens, self.family)
+
     def on_device(self, device: str, peak_flops: float | None) -> TrialConfig:
         """This trial's config to run on `device` (`sweeper train --device`): the how-settings that
         follow from where it runs change, nothing else."""
@@ -105,6 +111,7 @@ class Plan:
             "per_family": dict(sorted(families.items())),
             "tokens": sum(t.tokens for t in self.trials),
             "flops": sum(t.flops for t in self.trials),
+            "flops_processed": sum(t.flops_processed for t in self.trials),
             "device_hours": sum(t.device_seconds for t in self.trials) / 3600,
             "makespan_hours": self.makespan_seconds() / 3600,
             "cost": sum(cost) if cost and None not in cost else None,  # type: ignore[arg-type]
@@ -145,18 +152,24 @@ def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
     if problem:
         raise point.origin.error(f"{problem} (after this block's settings and overrides)")
     data, model, hardware = spec.data, spec.models[point.model], profile.hardware
+    if point.family == "bd3lm" and data.seq_len % train.block_size:
+        raise point.origin.error(f"block_size {train.block_size} does not divide seq_len {data.seq_len}: bd3lm "
+                                 "cuts every sequence into whole blocks; pick a divisor of seq_len")
+    # bd3lm's passes read x_t ⊕ x_0: twice the tokens, each sequence 2L long, for time and memory
+    processed = processed_per_token(point.family)
     tokens_per_step = train.batch_sequences * data.seq_len
     steps = max(1, math.ceil(point.tokens / tokens_per_step))
     if point.unique_tokens < data.seq_len + 1:
         raise point.origin.error(f"unique_tokens {point.unique_tokens:,} is less than one sample "
                                  f"(seq_len + 1 = {data.seq_len + 1:,} tokens)")
     evals = eval_steps(steps, train.eval_points, train.eval_spacing)
-    val_samples = train.mdm_eval_samples if point.family == "mdm" else 1
-    sizing = size_trial(model, vocab_size=spec.vocab_size, seq_len=data.seq_len,
+    val_samples = {"ar": 1, "dual": 1 + train.mdm_eval_samples}.get(point.family, train.mdm_eval_samples)
+    sizing = size_trial(model, vocab_size=spec.vocab_size, seq_len=processed * data.seq_len,
                         batch_sequences=train.batch_sequences, precision=train.precision, hardware=hardware)
-    device_s = estimate_device_seconds(train_tokens=steps * tokens_per_step,
-                                       eval_tokens=len(evals) * data.validation_tokens * val_samples, model=model,
-                                       vocab_size=spec.vocab_size, seq_len=data.seq_len, hardware=hardware)
+    device_s = estimate_device_seconds(train_tokens=processed * steps * tokens_per_step,
+                                       eval_tokens=processed * len(evals) * data.validation_tokens * val_samples,
+                                       model=model, vocab_size=spec.vocab_size, seq_len=processed * data.seq_len,
+                                       hardware=hardware)
     wall_s = wall_seconds(device_s, sizing, hardware)
     checkpoint_every = max(1, min(steps, math.floor(train.checkpoint_every_minutes * 60 / (wall_s / steps))))
     price = hardware.price_per_device_hour
@@ -180,7 +193,7 @@ def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
     except ValueError as error:  # the spec's own checks should have said it at its key; this says where
         raise point.origin.error(str(error)) from None
     return Trial(
-        config=config, name=trial_name(point, train, spec.train.seed), model=model,
+        config=config, name=trial_name(point, train, spec.train), model=model,
         num_params_actual=num_params_actual(model, spec.vocab_size), flops_budget=point.flops_budget,
         train=train, data=data, sizing=sizing, device_seconds=device_s, wall_seconds=wall_s,
         cost=None if price is None else device_s / 3600 * price, origin=f"{point.origin.file}:{point.origin.line}",
@@ -210,13 +223,27 @@ def eval_steps(steps: int, points: int, spacing: str) -> tuple[int, ...]:
     return (0, *sorted((marks | {steps}) - {0}))
 
 
-def trial_name(point: Point, train: TrainSpec, default_seed: int) -> str:
-    """family-model-U…-e…, then the changed options (sweeper.trial.options_label) and -s{seed} when
-    not the spec's: mdm-140M-U100M-e50, ar-278M-U100M-e100-ord4."""
+# Short name parts for train settings a grid block sets away from the spec's train section.
+_SETTING_TAGS = {"lr_peak": "lr", "lr_min": "lrmin", "weight_decay": "wd", "dropout": "drop",
+                 "batch_sequences": "bs", "warmup_fraction": "warm", "grad_clip": "clip", "init_std": "init"}
+
+
+def trial_name(point: Point, train: TrainSpec, spec_train: TrainSpec) -> str:
+    """family-model-U…-e…, then the changed options (sweeper.trial.options_label), the other train
+    settings the grid point sets away from the spec's train section (e.g. -lr5e-4, so an LR search's
+    trials have names of their own) and -s{seed} when not the spec's: mdm-140M-U100M-e50,
+    ar-278M-U100M-e100-ord4, ar-gq-m-U128k-e16-lr0.0005."""
     name = f"{point.family}-{point.model}-U{fmt_count(point.unique_tokens)}-e{fmt_epochs(point.epochs)}"
     options = options_label(_what(train))
     name = f"{name}-{options}" if options else name
-    return name if train.seed == default_seed else f"{name}-s{train.seed}"
+    what, spec_what = _what(train), _what(spec_train)
+    for key, _ in point.settings:
+        if key in OPTION_DEFAULTS or key == "seed" or key not in what or what[key] == spec_what.get(key):
+            continue
+        value = what[key]
+        label = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+        name = f"{name}-{_SETTING_TAGS.get(key, key)}{label}"
+    return name if train.seed == spec_train.seed else f"{name}-s{train.seed}"
 
 
 def trial_identity(*, family: str, model: ModelSpec, data: DataSpec, train: TrainSpec, unique_tokens: int,

@@ -45,7 +45,8 @@ def trial_json(trial: Trial) -> dict[str, Any]:
         "tokens_trained": trial.tokens_trained, "epochs_trained": trial.epochs_trained,
         "warmup_steps": trial.warmup_steps,
         "eval_steps": list(trial.eval_steps), "checkpoint_every_steps": trial.checkpoint_every_steps,
-        "flops": trial.flops, "flops_budget": trial.flops_budget, "seed": trial.seed,
+        "flops": trial.flops, "flops_processed": trial.flops_processed, "flops_budget": trial.flops_budget,
+        "seed": trial.seed,
         "micro_batch": trial.sizing.micro_batch, "grad_accum": trial.sizing.grad_accum,
         "devices": trial.sizing.devices, "device_share": trial.sizing.device_share, "fits": trial.sizing.fits,
         "memory": memory, "resources": dict(trial.sizing.resources),
@@ -67,7 +68,7 @@ def plan_json(spec: SweepSpec, plan: Plan) -> dict[str, Any]:
 
 CSV_COLUMNS = ("id", "name", "family", "model", "num_params", "unique_tokens", "epochs", "tokens", "steps", "flops",
                "seed", "micro_batch", "devices", "resources", "memory_bytes", "fits", "est_device_hours", "est_cost",
-               "tokens_trained", "epochs_trained", "state")
+               "tokens_trained", "epochs_trained", "state", "flops_processed")
 
 
 def plan_csv(plan: Plan, states: StoreStates | None = None) -> str:
@@ -80,7 +81,7 @@ def plan_csv(plan: Plan, states: StoreStates | None = None) -> str:
                          t.tokens, t.steps, repr(t.flops), t.seed, t.sizing.micro_batch, t.sizing.devices, resources,
                          t.sizing.memory.total, t.sizing.fits, f"{t.device_seconds / 3600:.6g}",
                          "" if t.cost is None else f"{t.cost:.2f}", t.tokens_trained, repr(t.epochs_trained),
-                         (states and states.state(t.id)) or ""])
+                         (states and states.state(t.id)) or "", repr(t.flops_processed)])
     return out.getvalue()
 
 
@@ -97,7 +98,7 @@ def print_table(spec: SweepSpec, plan: Plan, *, filtered: bool, total: int, stat
         resources = " ".join(f"{v:g} {k}" for k, v in t.sizing.resources.items())
         memory = fmt_bytes(t.sizing.memory.total) + ("" if t.sizing.fits else " ✗")
         rows.append([t.id, t.family, t.model.name, fmt_count(t.num_params), fmt_count(t.unique_tokens),
-                     fmt_epochs(t.epochs), tokens_cell(t), f"{t.steps:,}", fmt_sci(t.flops), memory,
+                     fmt_epochs(t.epochs), tokens_cell(t), f"{t.steps:,}", flops_cell(t), memory,
                      f"{t.sizing.micro_batch}×{t.sizing.grad_accum}", resources, fmt_duration(t.wall_seconds),
                      *((states.state(t.id) or "",) if known else ())])  # type: ignore[union-attr]
     print_rows(f"{spec.name}: {len(plan.trials)} trials" + (f" of {total}" if filtered else ""), columns, rows,
@@ -109,8 +110,19 @@ def print_table(spec: SweepSpec, plan: Plan, *, filtered: bool, total: int, stat
         console.print(f"D a→b: {len(rounded)} trials train b tokens, their planned D = a rounded up to whole steps "
                       f"(at most +{most.tokens_trained / most.tokens - 1:.1%}); results and fits count b",
                       markup=False, soft_wrap=True)
+    doubled = sorted({t.family for t in plan.trials if t.flops_processed != t.flops})
+    if doubled:
+        console.print(f"FLOPs a→b: {', '.join(doubled)} processes x_t ⊕ x_0, 2L tokens a sequence of L: a is the "
+                      "paper's C = 6ND, b the compute its passes spend; fits and C_crit compare on 6ND",
+                      markup=False, soft_wrap=True)
     if states is not None:
         console.print(states.summary([t.id for t in plan.trials]), markup=False, soft_wrap=True)
+
+
+def flops_cell(trial: Trial) -> str:
+    """C = 6ND, and the compute processed where the family spends more: `3.5e11→7.1e11` (bd3lm)."""
+    paper = fmt_sci(trial.flops)
+    return paper if trial.flops_processed == trial.flops else f"{paper}→{fmt_sci(trial.flops_processed)}"
 
 
 def tokens_cell(trial: Trial) -> str:
@@ -123,7 +135,9 @@ def print_summary(plan: Plan) -> None:
     totals = plan.totals()
     families = ", ".join(f"{n} {f}" for f, n in totals["per_family"].items()) or "none"
     console.print(f"[bold]{totals['trials']} trials[/] ({families}) · {fmt_count(totals['tokens'])} tokens · "
-                  f"{fmt_sci(totals['flops']) if totals['flops'] else 0} FLOPs (6ND) · "
+                  f"{fmt_sci(totals['flops']) if totals['flops'] else 0} FLOPs (6ND"
+                  + (f"; {fmt_sci(totals['flops_processed'])} processed" if totals["flops_processed"] != totals["flops"]
+                     else "") + ") · "
                   f"{totals['device_hours']:,.1f} device-hours"
                   + (f" · ${totals['cost']:,.0f}" if totals["cost"] is not None else ""))
     console.print(f"on {plan.profile} ({plan.hardware.name}, {plan.hardware.total_devices} devices, "

@@ -23,10 +23,9 @@ from sweeper.spec.schema import FieldError, check_keys, describe, read_dataclass
 from sweeper.spec.nodes import Node, SpecError, load_yaml, merge
 from sweeper.trial import HOW_KEYS  # noqa: F401  (how-not-what keys, left out of ids: defined with TrialConfig)
 from sweeper.trial import MAX_ORDERINGS
+from sweeper.trial import FAMILIES, Family  # noqa: F401  (the families, defined with TrialConfig)
 
 SPEC_VERSION = 1
-Family = Literal["ar", "mdm"]
-FAMILIES: tuple[str, ...] = ("ar", "mdm")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # A trial's MLflow run name, family-model-U…-e…-s…, must stay within MLflow's 250 characters.
 MAX_NAME = 100
@@ -212,6 +211,10 @@ class TrainSpec:
     mdm_loss_weight: Literal["elbo", "unweighted"] = "elbo"
     mdm_t_sampling: Literal["iid", "stratified"] = "iid"
     mdm_min_mask_rate: float = spec_field(1e-3, positive=True, below=1, doc="mdm: p = (1 - m) t + m")
+    # the options of the families between ar and mdm (sweeper.trial.DUAL_OPTIONS, BD3LM_OPTIONS)
+    ar_fraction: float = spec_field(0.5, min=0, max=1, doc="dual: probability a sequence trains as ar")
+    dual_val_loss: Literal["ar", "mdm"] = "ar"
+    block_size: int = spec_field(4, positive=True, max=2**20, doc="bd3lm: tokens per block, dividing seq_len")
     seed: int = spec_field(1234, min=0, max=MAX_SEED)
     compile: bool = spec_field(True, doc="how, not what: excluded from trial ids")
     checkpoint_every_minutes: float = spec_field(30.0, positive=True, max=1e6,

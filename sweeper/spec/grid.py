@@ -16,12 +16,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Union, get_args, get_origin
 
 from sweeper.spec.presets import ModelSpec
 from sweeper.spec.schema import check_keys, describe, read_dataclass, read_number, read_value, require_mapping, \
     spec_field, suggest
 from sweeper.spec.nodes import Node, NumberText, SpecError
+from sweeper.trial import Family
 
 BASE_AXES = ("family", "model", "unique_tokens", "epochs")
 DERIVED_KEYS = ("tokens", "flops")  # usable in `when` / `exclude`, not as axes
@@ -146,7 +147,7 @@ class _AxisTypes:
 
     def read(self, key: str, node: Node) -> Any:
         if key == "family":
-            return read_value(Literal["ar", "mdm"], node)
+            return read_value(Family, node)
         if key == "model":
             name = read_value(str, node) if not isinstance(node.value, NumberText) else str(node.value)
             if name not in self.models:

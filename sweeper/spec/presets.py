@@ -22,7 +22,7 @@ def swiglu_hidden(d_model: int) -> int:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelSpec:
-    """A transformer shape shared by both families (ar and mdm differ only in attention mask and loss)."""
+    """A transformer shape every family shares (they differ only in attention mask, loss and inputs)."""
 
     name: str
     d_model: int = spec_field(positive=True, max=2**17)

@@ -1,10 +1,10 @@
-"""The embedded trainer: one AR / masked-diffusion transformer, trained from a plain TrialConfig.
+"""The embedded trainer: one transformer for ar, mdm, dual and bd3lm, trained from a plain TrialConfig.
 
 Imports torch and numpy only (never the spec, the planner, Ray or MLflow), so it runs the same under
 Ray Tune, in a test or by hand. Entry points:
 
     train(config, train_tokens, val_tokens, reporter, *, checkpoint_dir, resume_from, max_steps)
-    load_model(checkpoint) -> (model, config); sample_ar(...); sample_mdm(...)
+    load_model(checkpoint) -> (model, config); sample_ar(...); sample_mdm(...); sample_bd3lm(...)
 
 Metric names are the table in `sweeper.trial` (METRICS).
 """
@@ -14,7 +14,7 @@ from sweeper.trial import TrialConfig, padded_vocab_size
 from sweeper.trainer.errors import CheckpointUnreadable, NonFiniteLoss, TrialFailure, TrialOutOfMemory
 from sweeper.trainer.loop import Reporter, TrainResult, train
 from sweeper.trial import METRICS
-from sweeper.trainer.sample import load_model, sample_ar, sample_mdm
+from sweeper.trainer.sample import load_model, sample_ar, sample_bd3lm, sample_mdm
 
 __all__ = [
     "METRICS",
@@ -29,6 +29,7 @@ __all__ = [
     "load_model",
     "padded_vocab_size",
     "sample_ar",
+    "sample_bd3lm",
     "sample_mdm",
     "train",
 ]

@@ -31,10 +31,12 @@ from sweeper.trainer.checkpoint import (
 from sweeper.trainer.distributed import Processes, all_reduce_sum, set_grad_sync
 from sweeper.trainer.evaluation import validation_loss
 from sweeper.trainer.errors import NonFiniteLoss, TrialOutOfMemory
-from sweeper.trial import HOW_KEYS, TrialConfig, model_flops_utilisation, palm_flops_per_token, training_flops
+from sweeper.trial import HOW_KEYS, TrialConfig, model_flops_utilisation, palm_flops_per_token, \
+    processed_flops, processed_per_token, training_flops
 from sweeper.trainer.loader import SampleStream, ValidationSet, check_token_ids, to_device
 from sweeper.trainer.model import ModelConfig, Transformer
-from sweeper.trainer.objectives import family_loss_sums, input_mask, train_noise
+from sweeper.trainer.objectives import block_loss_sums, dual_choice, dual_loss_sums, family_loss_sums, \
+    input_mask, train_noise
 from sweeper.trainer.orderings import training_orders
 from sweeper.trainer.optim import lr_at, make_optimizer
 
@@ -134,8 +136,10 @@ class _Trial:
         self.optimizer = make_optimizer(self.model, c, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.forward = torch.compile(self._loss_sums) if c.compile else self._loss_sums
-        self.flops_per_token = palm_flops_per_token(self.num_params_actual, c.layers, c.heads,
-                                                    c.head_dim, c.seq_len)
+        # bd3lm's passes read x_t ⊕ x_0: twice the tokens, each attending over 2L positions
+        processed = processed_per_token(c.family)
+        self.flops_per_token = processed * palm_flops_per_token(self.num_params_actual, c.layers, c.heads,
+                                                                c.head_dim, processed * c.seq_len)
         self.loop = _Loop()
         self.train_seconds = 0.0
         self.resumed_from = resume_from
@@ -153,14 +157,30 @@ class _Trial:
 
     def _loss_sums(self, tokens: torch.Tensor, masked: torch.Tensor | None,
                    p: torch.Tensor | None, order: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sequence loss sums (B,) of the trial's family. For dual, `order` carries which
+        sequences train as ar, (B,) bool; for the others it is ar's orderings."""
+        c = self.c
+        if c.family == "dual":
+            assert order is not None, "dual needs to know which sequences train as ar"
+            return dual_loss_sums(self.model, tokens, masked, p, order, c.mask_id)
+        if c.family == "bd3lm":
+            assert masked is not None and p is not None, "bd3lm needs its masks and rates"
+            return block_loss_sums(self.model, tokens[:, :-1], masked, p, c.mask_id, c.block_size)
         orders = () if order is None else (order,)  # without orderings, the five-argument call as before
-        return family_loss_sums(self.model, tokens, masked, p, self.c.mask_id, *orders)
+        return family_loss_sums(self.model, tokens, masked, p, c.mask_id, *orders)
 
     def step_noise(self, step: int) -> tuple[torch.Tensor | None, ...]:
         """(masked, p, order) of optimizer step `step` for the whole global batch, row i for its
-        sequence i (None where the trial has none): mdm's masks and loss divisors, or ar's input
-        masks and orderings. Keyed by (seed, step), so any micro-batch split trains the same."""
+        sequence i (None where the trial has none): mdm's (and bd3lm's, per block) masks and loss
+        divisors, or ar's input masks and orderings; dual's mdm masks and divisors and, as `order`,
+        which sequences train as ar. Keyed by (seed, step), so any micro-batch split trains the same."""
         c = self.c
+        if c.family == "bd3lm":
+            p, masked = train_noise(c.seed, step, c.batch_sequences, c.seq_len, block_size=c.block_size)
+            return masked, p, None
+        if c.family == "dual":
+            p, masked = train_noise(c.seed, step, c.batch_sequences, c.seq_len)
+            return masked, p, dual_choice(c.seed, step, c.batch_sequences, c.ar_fraction)
         if c.family == "mdm":
             p, masked = train_noise(c.seed, step, c.batch_sequences, c.seq_len, t_sampling=c.mdm_t_sampling,
                                     min_mask_rate=c.mdm_min_mask_rate)
@@ -204,8 +224,11 @@ class _Trial:
 
     def position(self, step: int) -> dict[str, float]:
         tokens = step * self.c.tokens_per_step
-        return {"tokens": tokens, "epoch": self.stream.epoch_at(step * self.c.batch_sequences),
-                "flops": training_flops(self.c.num_params, tokens)}
+        out = {"tokens": tokens, "epoch": self.stream.epoch_at(step * self.c.batch_sequences),
+               "flops": training_flops(self.c.num_params, tokens)}
+        if processed_per_token(self.c.family) != 1:
+            out["flops_processed"] = processed_flops(self.c.num_params, tokens, self.c.family)
+        return out
 
     def point(self, step: int, window: _Window | None, stop_step: int) -> dict[str, float]:
         """Metrics at a log/eval point after `step` optimizer steps: the host sync."""
@@ -230,8 +253,9 @@ class _Trial:
                 metrics["mfu"] = model_flops_utilisation(self.flops_per_token, tokens_per_s,
                                                          c.peak_flops, procs.world_size)
         if step in self.eval_steps or step == stop_step:
-            loop.val_loss_last = validation_loss(self.forward, self.model, self.val_set, c, procs,
-                                                 self.autocast)
+            losses = validation_loss(self.forward, self.model, self.val_set, c, procs, self.autocast)
+            loop.val_loss_last = losses.pop("val/loss")
+            metrics.update(losses)  # dual: val/loss_ar and val/loss_mdm
             if step in self.eval_steps:
                 loop.val_loss_best = min(loop.val_loss_best, loop.val_loss_last)
             # an evaluation off the plan (a max_steps cut) counts for this report but is not

@@ -1,6 +1,9 @@
-"""The transformer both families share (PAPER.md): RoPE, SwiGLU, RMSNorm, no biases, tied embeddings.
+"""The transformer every family shares (PAPER.md): RoPE, SwiGLU, RMSNorm, no biases, tied embeddings.
 
 `ar` attends causally, `mdm` bidirectionally; nothing else differs, and mdm gets no time input.
+`dual` is one model of both: bidirectional by default, causal where a call says `causal=True` (its
+ar sequences). `bd3lm` attends by an explicit mask (`attention_mask`: block-causal, or the x_t ⊕ x_0
+mask of sweeper.trainer.objectives.block_diffusion_mask).
 An ar model trained on several token orderings (sweeper.trainer.orderings) rotates each query by
 the original position of the token it is to predict, and each key by its own token's.
 Attention width is heads * head_dim, which may differ from d_model: q/k/v map d_model to that width
@@ -83,13 +86,18 @@ class Attention(nn.Module):
         self.out = nn.Linear(width, c.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                query_rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """query_rope: other (cos, sin) for the queries than the keys' (several orderings)."""
+                query_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | bool | None = None) -> torch.Tensor:
+        """query_rope: other (cos, sin) for the queries than the keys' (several orderings). mask:
+        None for the model's own attention, a bool for causal or not, or a (T, T) bool tensor, True
+        where a query (row) may attend to a key."""
         B, T, _ = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, nh, T, hs) each
         q, k = apply_rotary(q, *(query_rope or (cos, sin))), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
+        tensor_mask = mask if isinstance(mask, torch.Tensor) else None
+        causal = self.causal if mask is None else (mask if isinstance(mask, bool) else False)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=tensor_mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # (B, T, nh * hs)
         return self.out(y)
@@ -116,8 +124,9 @@ class Block(nn.Module):
         self.drop = nn.Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                query_rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, query_rope))
+                query_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | bool | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, query_rope, mask))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
@@ -155,7 +164,8 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, select: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None,
-                next_positions: torch.Tensor | None = None) -> torch.Tensor:
+                next_positions: torch.Tensor | None = None, causal: bool | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """idx (B, T) token ids (mask id allowed) -> logits (B, T, vocab_size); with `select`, a
         (B, T) bool tensor, only the selected positions are scored: logits (M, vocab_size) for the
         M selected positions in row-major order (`idx[select]`'s order). mdm scores only its masked
@@ -165,7 +175,9 @@ class Transformer(nn.Module):
         positions (B, T): each token's original position, for RoPE, when the sequence is read in
         another order (default 0..T-1); next_positions (B, T): the original position of the token
         each input predicts, by which a model of several orderings rotates the queries (default
-        1..T, the natural order; a one-ordering model rotates them as the keys, by `positions`)."""
+        1..T, the natural order; a one-ordering model rotates them as the keys, by `positions`).
+        causal: this call's attention instead of the model's own (dual). attention_mask (T, T) bool:
+        True where a query (row) may attend to a key (bd3lm); it overrides both."""
         T = idx.shape[1]
         if positions is None:
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hs)
@@ -175,9 +187,10 @@ class Transformer(nn.Module):
         if self.config.orderings > 1:
             query_rope = self._rotary(next_positions if next_positions is not None else
                                       torch.arange(1, T + 1, device=idx.device))
+        mask = attention_mask if attention_mask is not None else causal
         x = self.drop(self.embed(idx))  # (B, T, d)
         for block in self.blocks:
-            x = block(x, cos, sin, query_rope)
+            x = block(x, cos, sin, query_rope, mask)
         if select is not None:
             x = x[select]  # (M, d): the norm and the head act per position
         x = self.norm(x)

@@ -1,10 +1,13 @@
-"""Generation from a trained model of either family.
+"""Generation from a trained model of any family.
 
 ar: left to right, temperature and top-k. mdm (PAPER.md): start fully masked, unmask over S steps,
 revealing about length/S positions per step, chosen at random or most-confident first, each
-revealed token drawn from the model's prediction given everything revealed so far. A prompt fixes
-the first tokens in both families. Both run the model on the whole sequence each step (no KV
-cache): simple, and fast enough for inspecting a model.
+revealed token drawn from the model's prediction given everything revealed so far. bd3lm (BD3-LM,
+arXiv 2503.09573, Sec. 3): blocks left to right, each unmasked as mdm's sequence is, over S steps of
+its own, with block-causal attention to the blocks before it (the clean half of its training
+mask). dual samples either way: causally as ar (the default) or as mdm. A prompt fixes the first
+tokens in every family. All run the model on the whole sequence each step (no KV cache): simple,
+and fast enough for inspecting a model.
 """
 
 from __future__ import annotations
@@ -63,10 +66,48 @@ def sample_ar(model: Transformer, prompt: list[int], *, num_samples: int = 1, ma
     g = _generator(device, seed)
     x = torch.tensor([prompt] * num_samples, dtype=torch.long, device=device)  # (n, T)
     for _ in range(max_new_tokens):
-        logits = model(x[:, -model.config.seq_len:])[:, -1]  # (n, V)
+        logits = model(x[:, -model.config.seq_len:], causal=True)[:, -1]  # (n, V); a dual model too
         token, _ = _draw(logits, temperature, top_k, g)
         x = torch.cat((x, token[:, None]), dim=1)
     return x
+
+
+def _check(c: ModelConfig, prompt: list[int], length: int, order: str) -> None:
+    if not len(prompt) < length <= c.seq_len:
+        raise ValueError(f"need len(prompt)={len(prompt)} < length={length} <= seq_len={c.seq_len}")
+    if order not in ("random", "confident"):
+        raise ValueError(f"order must be 'random' or 'confident', got {order!r}")
+
+
+def _start(model: Transformer, prompt: list[int], num_samples: int, length: int) -> torch.Tensor:
+    """(num_samples, length): the prompt, then mask ids."""
+    device = next(model.parameters()).device
+    x = torch.full((num_samples, length), model.config.vocab_size, dtype=torch.long, device=device)
+    x[:, : len(prompt)] = torch.tensor(prompt, dtype=torch.long, device=device)
+    return x
+
+
+def _unmask(model: Transformer, x: torch.Tensor, steps: int, order: UnmaskOrder, temperature: float,
+            top_k: int | None, g: torch.Generator, attention_mask: torch.Tensor | None = None) -> None:
+    """Reveal every mask id of x (n, T) in place over at most `steps` model calls, an even share
+    each, the most confident or random masked positions first."""
+    mask_id = model.config.vocab_size
+    to_reveal = int((x[0] == mask_id).sum())
+    steps = max(1, min(steps, to_reveal))
+    revealed = 0
+    for s in range(steps):
+        count = round(to_reveal * (s + 1) / steps) - revealed  # an even schedule over the steps
+        revealed += count
+        masked = x == mask_id  # (n, T)
+        logits = model(x) if attention_mask is None else model(x, attention_mask=attention_mask)
+        tokens, probs = _draw(logits, temperature, top_k, g)  # (n, T) each
+        if order == "confident":
+            score = probs
+        else:
+            score = torch.rand(x.shape, generator=g, device=x.device)
+        score = score.masked_fill(~masked, float("-inf"))
+        chosen = score.topk(count, dim=1).indices  # (n, count) masked positions to reveal now
+        x.scatter_(1, chosen, tokens.gather(1, chosen))
 
 
 @torch.no_grad()
@@ -77,28 +118,36 @@ def sample_mdm(model: Transformer, prompt: list[int] | None = None, *, num_sampl
     c = model.config
     length = length or c.seq_len
     prompt = prompt or []
-    if not len(prompt) < length <= c.seq_len:
-        raise ValueError(f"need len(prompt)={len(prompt)} < length={length} <= seq_len={c.seq_len}")
-    if order not in ("random", "confident"):
-        raise ValueError(f"order must be 'random' or 'confident', got {order!r}")
-    device = next(model.parameters()).device
-    g = _generator(device, seed)
-    mask_id = c.vocab_size
-    x = torch.full((num_samples, length), mask_id, dtype=torch.long, device=device)
-    x[:, : len(prompt)] = torch.tensor(prompt, dtype=torch.long, device=device)
-    to_reveal = length - len(prompt)
-    steps = max(1, min(steps, to_reveal))
-    revealed = 0
-    for s in range(steps):
-        count = round(to_reveal * (s + 1) / steps) - revealed  # an even schedule over the steps
-        revealed += count
-        masked = x == mask_id  # (n, T)
-        tokens, probs = _draw(model(x), temperature, top_k, g)  # (n, T) each
-        if order == "confident":
-            score = probs
-        else:
-            score = torch.rand(x.shape, generator=g, device=device)
-        score = score.masked_fill(~masked, float("-inf"))
-        chosen = score.topk(count, dim=1).indices  # (n, count) masked positions to reveal now
-        x.scatter_(1, chosen, tokens.gather(1, chosen))
+    _check(c, prompt, length, order)
+    x = _start(model, prompt, num_samples, length)
+    _unmask(model, x, steps, order, temperature, top_k, _generator(x.device, seed))
+    return x
+
+
+def block_causal_mask(length: int, block_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """(T, T) bool, True where position i may attend to j: j's block is i's or an earlier one."""
+    block = torch.arange(length, device=device) // block_size
+    return block[None, :] <= block[:, None]
+
+
+@torch.no_grad()
+def sample_bd3lm(model: Transformer, block_size: int, prompt: list[int] | None = None, *,
+                 num_samples: int = 1, length: int | None = None, steps: int = 64,
+                 order: UnmaskOrder = "confident", temperature: float = 1.0, top_k: int | None = None,
+                 seed: int = 0) -> torch.Tensor:
+    """-> (num_samples, length): the prompt, then block after block of `block_size` tokens (the last
+    may be shorter), each unmasked over at most `steps` model calls given the blocks before it."""
+    c = model.config
+    length = length or c.seq_len
+    prompt = prompt or []
+    _check(c, prompt, length, order)
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    x = _start(model, prompt, num_samples, length)
+    g = _generator(x.device, seed)
+    for end in range(block_size, length + block_size, block_size):
+        window = x[:, : min(end, length)]  # a view: revealing in it fills x
+        if bool((window == c.vocab_size).any()):
+            _unmask(model, window, steps, order, temperature, top_k, g,
+                    block_causal_mask(window.shape[1], block_size, x.device))
     return x

@@ -34,7 +34,7 @@ def test_padding_leaves_room_for_the_mask_id() -> None:
         ({"lr_min": 1.0}, "lr_min <= lr_peak"),
         ({"warmup_steps": 17}, "warmup_steps"),
         ({"grad_clip": 0.0}, "None to turn clipping off"),
-        ({"family": "gpt"}, "family must be 'ar' or 'mdm'"),
+        ({"family": "gpt"}, "family must be one of ar, mdm, dual, bd3lm"),
         ({"device": "tpu"}, "device must be"),
         ({"dropout": 1.0}, "dropout must be in [0, 1)"),
         ({"micro_batch": 0}, "micro_batch must be a positive integer"),
