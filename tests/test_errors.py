@@ -30,7 +30,7 @@ def exception_classes() -> dict[str, type[BaseException]]:
 def examples() -> dict[str, BaseException]:
     from sweeper.console import UserError
     from sweeper.data.errors import CacheFileError, DataError
-    from sweeper.driver.worker import TerminalFailure
+    from sweeper.driver.worker import StorageFull, TerminalFailure
     from sweeper.spec.nodes import NumberRangeError, SpecError, _TooDeep
     from sweeper.spec.schema import FieldError
     from sweeper.trainer.errors import CheckpointUnreadable, NonFiniteLoss, TrialFailure, TrialOutOfMemory
@@ -39,6 +39,7 @@ def examples() -> dict[str, BaseException]:
         "sweeper.console.UserError": UserError("profile.yaml mlflow.tracking_uri: cannot reach it"),
         "sweeper.data.errors.DataError": DataError("data.train.paths[0]", "no file matches 'x*.txt'"),
         "sweeper.data.errors.CacheFileError": CacheFileError("storage.path", "the token cache file x is missing"),
+        "sweeper.driver.worker.StorageFull": StorageFull("no space left for the checkpoint at /store/x"),
         "sweeper.driver.worker.TerminalFailure": TerminalFailure("training loss is nan at optimizer step 3"),
         "sweeper.spec.nodes.SpecError": SpecError("expected a number", file="s.yaml", line=3, path="grid.epochs"),
         "sweeper.spec.nodes.NumberRangeError": NumberRangeError("1e40 is out of range"),

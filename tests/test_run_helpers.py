@@ -116,3 +116,57 @@ def test_a_stop_request_interrupts_the_driver_as_ctrl_c_does(tmp_path: Path, mon
         assert not (Path(sweep_dir(root, "exp")) / STOP_FILE).exists()  # answered once
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_one_driver_holds_a_sweep_and_a_dead_holders_lock_is_taken_over(tmp_path: Path) -> None:
+    from sweeper.driver.lock import SweepLock
+
+    root = str(tmp_path / "store")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from sweeper.driver.lock import SweepLock; "
+        f"SweepLock({root!r}, 'exp', 'spec.yaml').acquire(); print('held', flush=True); time.sleep(600)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError) as refused:
+            SweepLock(root, "exp", "spec.yaml").acquire()
+        assert str(refused.value).startswith(
+            f"experiment 'exp' with storage {root} is already being run by another driver, pid {holder.pid} on "
+            f"{socket.gethostname()} (since ")
+        assert str(refused.value).endswith("wait for it to end or stop it with `sweeper stop spec.yaml`")
+    finally:
+        holder.kill()  # SIGKILL: it never releases the lock itself
+        holder.wait()
+    lock = SweepLock(root, "exp", "spec.yaml").acquire()
+    assert lock.taken_over is not None and lock.taken_over["pid"] == holder.pid
+    lock.release()
+    again = SweepLock(root, "exp", "spec.yaml").acquire()  # released cleanly: nothing to take over
+    assert again.taken_over is None
+    again.release()
+    other = SweepLock(root, "other-exp", "spec.yaml").acquire()  # another experiment, another lock
+    other.release()
+
+
+def test_finished_trials_in_storage_are_found_with_whether_they_keep_their_curve(tmp_path: Path) -> None:
+    from sweeper.driver.checkpoints import finished_in_storage
+
+    def checkpoint(trial: str, index: int, step: int, curve: bool) -> None:
+        folder = tmp_path / trial / f"checkpoint_{index:06d}"
+        folder.mkdir(parents=True)
+        for name in ("state.pt", "config.json"):
+            (folder / name).write_bytes(b"x" * 10)
+        (folder / "complete.json").write_text(json.dumps({"files": {n: {"bytes": 10, "sha256": ""}
+                                                                    for n in ("state.pt", "config.json")}}))
+        (folder / ".metadata.json").write_text(json.dumps({"step": step, "tokens": step * 128}))
+        if curve:
+            (folder / "curve.json").write_text(json.dumps({"curve": [[0, {"val/loss": 4.0}]]}))
+
+    checkpoint("kept", 1, 63, curve=True)          # finished, with its curve
+    checkpoint("old", 1, 63, curve=False)          # finished before checkpoints kept curves
+    checkpoint("halfway", 1, 30, curve=True)       # not finished
+    checkpoint("torn", 1, 40, curve=True)
+    checkpoint("torn", 2, 63, curve=True)
+    (tmp_path / "torn" / "checkpoint_000002" / "state.pt").write_bytes(b"x")  # its newest is cut short
+    steps = {trial: 63 for trial in ("kept", "old", "halfway", "torn", "never-ran")}
+    assert finished_in_storage(str(tmp_path), steps) == {"kept": True, "old": False}
+    assert finished_in_storage(str(tmp_path / "nothing-here"), steps) == {}

@@ -11,9 +11,13 @@ checksums are checked when the trainer reads the state.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 CHECKPOINT_METADATA = ".metadata.json"  # written by Checkpoint.set_metadata
+# The trial's curve up to the checkpoint, {"curve": [[tokens, {metric: value}], ...]}, written beside
+# its state by sweeper.driver.worker.TrialReporter: one JSON document, so a copy cut short does not parse.
+CURVE_FILE = "curve.json"
 
 
 def resume_candidates(trial_dir: str, endpoint: str | None = None) -> tuple[list[Any], list[str]]:
@@ -97,3 +101,70 @@ def _torn(filesystem: Any, path: str) -> str | None:
 def shown_path(trial_dir: str, path: str) -> str:
     """A checkpoint's path (as pyarrow names it) as the user knows the storage: s3:// keeps its scheme."""
     return f"s3://{path}" if trial_dir.startswith("s3://") else path
+
+
+def finished_in_storage(sweep_dir: str, steps: dict[str, int], endpoint: str | None = None) -> dict[str, bool]:
+    """Of the trials `steps` names (id -> planned optimizer steps), those whose newest checkpoint in
+    storage is whole and at their last step, each with whether it keeps the trial's curve (written
+    since checkpoints keep curves). One listing of the sweep's folder, then one per trial found."""
+    import pyarrow.fs
+
+    from sweeper.storage import filesystem_for
+
+    filesystem, root = filesystem_for(sweep_dir, endpoint)
+    try:
+        entries = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for entry in entries:
+        if entry.type != pyarrow.fs.FileType.Directory or entry.base_name not in steps:
+            continue
+        _, persisted = _persisted(f"{sweep_dir}/{entry.base_name}", endpoint)
+        whole = [path for _, path in persisted if _torn(filesystem, path) is None]
+        if not whole:
+            continue
+        with filesystem.open_input_stream(f"{whole[0]}/{CHECKPOINT_METADATA}") as stream:
+            metadata = json.loads(stream.read())
+        if int(metadata["step"]) == steps[entry.base_name]:
+            found[entry.base_name] = read_curve(filesystem, whole[0]) is not None
+    return found
+
+
+def remove_torn_newest(trial_dir: str, endpoint: str | None = None) -> None:
+    """Remove the trial's newest checkpoint folder in storage when it is torn (a copy cut off by a
+    full disk): it would never be resumed from, and it holds space. Older ones are left as they are."""
+    import pyarrow.fs
+
+    from sweeper.storage import filesystem_for
+
+    filesystem, root = filesystem_for(trial_dir, endpoint)
+    try:
+        entries = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    except (FileNotFoundError, OSError):
+        return
+    folders = sorted(e.path for e in entries
+                     if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith("checkpoint_"))
+    if not folders:
+        return
+    newest = folders[-1]
+    if filesystem.get_file_info(f"{newest}/{CHECKPOINT_METADATA}").type != pyarrow.fs.FileType.File \
+            or _torn(filesystem, newest) is not None:
+        filesystem.delete_dir(newest)
+
+
+def write_curve(folder: Path, curve: list[list[Any]]) -> None:
+    """The curve into a checkpoint folder that is still local (before it is handed to Tune)."""
+    partial = folder / f".{CURVE_FILE}.tmp"
+    partial.write_text(json.dumps({"curve": curve}))
+    partial.rename(folder / CURVE_FILE)
+
+
+def read_curve(filesystem: Any, path: str) -> list[list[Any]] | None:
+    """The curve a checkpoint in storage keeps, or None where it has none that reads whole."""
+    try:
+        with filesystem.open_input_stream(f"{path}/{CURVE_FILE}") as stream:
+            curve = json.loads(stream.read())["curve"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return curve if isinstance(curve, list) else None

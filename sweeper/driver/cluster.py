@@ -258,4 +258,4 @@ def stop(spec: Any, profile: Profile) -> str:
         time.sleep(FOLLOW_POLL_S)
     client.stop_job(job.submission_id)
     return (f"job {job.submission_id} did not stop within {STOP_WAIT_S:.0f} s; stopped it through the Jobs API "
-            "(its trials resume from their checkpoints next run)")
+            "(its trials resume next run, from their checkpoints where they have one)")

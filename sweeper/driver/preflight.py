@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sweeper.console import UserError, console
@@ -51,13 +51,18 @@ def preflight_storage(root: str, endpoint: str | None = None, where: str = "stor
 
 
 def preflight(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence[Trial], rerun: Sequence[str],
-               retry_failed: bool, max_device_hours: float | None) -> tuple[Tracking, Selection, str, float] | int:
+               retry_failed: bool, max_device_hours: float | None,
+               claim: Callable[[], None] | None = None) -> tuple[Tracking, Selection, str, float] | int:
     """Everything that can fail on the user's input, before anything trains; then what is left
-    to train. An int is the exit code when nothing is."""
+    to train. An int is the exit code when nothing is. `claim` is called once storage is known
+    writable and before MLflow is opened (the driver's lock on the sweep, sweeper.driver.lock); it
+    raises UserError when another driver runs the sweep."""
     uri = profile.tracking_uri()
     check_reachable(uri)
     root = profile.storage_root()
     preflight_storage(root, profile.storage_endpoint(), f"{profile.file} storage.path")
+    if claim is not None:
+        claim()
     tracking = Tracking(uri, spec.experiment)
     records = tracking.trial_records()  # every run of the experiment: this sweep's, and older recipes'
     selection = select_to_run(plan, records, rerun=rerun, retry_failed=retry_failed, trials=trials)

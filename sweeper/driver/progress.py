@@ -8,6 +8,8 @@ against the estimate; when stdout is not a terminal it prints plain log lines in
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from sweeper.plan import ID_SCHEMA
 from sweeper.tracking import TAG_SCHEMA, TrialLog, Tracking, flatten, provenance
 from sweeper.trial import training_flops
 from sweeper.units import fmt_count, fmt_duration, fmt_sci
-from sweeper.driver.worker import FAILURE_KEY, NODE_KEY, RESUMED_KEY, WARNING_KEY
+from sweeper.driver.worker import CURVE_KEY, FAILURE_KEY, NODE_KEY, RESUMED_KEY, STORAGE_FULL_KEY, WARNING_KEY
 
 PLAIN_LOG_EVERY_S = 30.0
 
@@ -54,6 +56,7 @@ class SweepCallback(Callback):
     states: dict[str, TrialState] = field(default_factory=dict)
     live: Live | None = None
     last_plain: float = 0.0
+    storage_full: str | None = None  # what a trial's worker said when a checkpoint did not fit
 
     def __post_init__(self) -> None:
         Callback.__init__(self)
@@ -91,6 +94,12 @@ class SweepCallback(Callback):
         if FAILURE_KEY in result:
             state.reason = str(result[FAILURE_KEY])
             return
+        if STORAGE_FULL_KEY in result:  # stop the sweep, as `sweeper stop` does: its trials resume
+            state.state = "storage full"
+            if self.storage_full is None:
+                self.storage_full = str(result[STORAGE_FULL_KEY])
+                os.kill(os.getpid(), signal.SIGINT)
+            return
         if NODE_KEY in result and state.log is not None and result[NODE_KEY] != state.node:
             # The Ray node it runs on; a trial that resumed elsewhere keeps the list of its nodes.
             state.node = str(result[NODE_KEY])
@@ -106,6 +115,8 @@ class SweepCallback(Callback):
         if RESUMED_KEY in result:
             state.log.set_tags({"sweeper.resumed_at_tokens": int(result[RESUMED_KEY])})
             self._say(f"resumed {state.trial.name} from its checkpoint at {fmt_count(result[RESUMED_KEY])} tokens")
+        for tokens, point in result.get(CURVE_KEY) or ():  # the curve up to that checkpoint: points it lacks
+            state.log.log({k: v for k, v in point.items() if k in self.metric_names}, int(tokens))
         step = int(result["tokens"])
         state.tokens = step
         if "val/loss" in result:
@@ -122,7 +133,7 @@ class SweepCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         state = self._state(trial)
-        self._close(state, "failed" if state.reason else "finished")
+        self._close(state, "killed" if state.state == "storage full" else "failed" if state.reason else "finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         state = self._state(trial)
@@ -134,7 +145,7 @@ class SweepCallback(Callback):
     def close_open(self, state_name: str = "killed") -> None:
         """Runs still open when the driver stops (Ctrl-C, `sweeper stop`) end KILLED: resumable."""
         for state in self.states.values():
-            if state.log is not None and state.state in ("running", "retrying"):
+            if state.log is not None and state.state in ("running", "retrying", "storage full"):
                 self._close(state, state_name)
 
     def _close(self, state: TrialState, outcome: str) -> None:
@@ -150,7 +161,7 @@ class SweepCallback(Callback):
         return self.states[trial.config["sweeper"]["trial_id"]]
 
     def counts(self) -> dict[str, int]:
-        out = {name: 0 for name in ("pending", "running", "retrying", "finished", "failed", "killed")}
+        out = {name: 0 for name in ("pending", "running", "retrying", "storage full", "finished", "failed", "killed")}
         for state in self.states.values():
             out[state.state] += 1
         return out

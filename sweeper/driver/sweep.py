@@ -18,33 +18,87 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.console import UserError, console
+from sweeper.driver.lock import SweepLock
 from sweeper.driver.preflight import preflight
 from sweeper.driver.tune import run_tune
 from sweeper.plan import Plan, Trial
 from sweeper.profile import Profile
 from sweeper.spec import SweepSpec
-from sweeper.storage import trial_dir
+from sweeper.storage import sweep_dir, trial_dir
 
 
 def run_sweep(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence[Trial], rerun: Sequence[str] = (),
               retry_failed: bool = False, max_device_hours: float | None = None, in_cluster: bool = False) -> int:
     """Train what is left of the sweep. `in_cluster`: this process is the sweep's Ray Job on a
-    cluster (see sweeper.driver.cluster), so Ray is the cluster this job runs in."""
-    checked = preflight(spec, plan, profile, trials=trials, rerun=rerun, retry_failed=retry_failed,
-                         max_device_hours=max_device_hours)
-    if isinstance(checked, int):
-        return checked
+    cluster (see sweeper.driver.cluster), so Ray is the cluster this job runs in.
+
+    Holds the sweep's lock (sweeper.driver.lock) from before MLflow is opened to the end; raises
+    UserError, naming the other driver, when one already runs the sweep."""
+    lock = SweepLock(profile.storage_root(), spec.experiment, spec.file)
+    try:
+        checked = preflight(spec, plan, profile, trials=trials, rerun=rerun, retry_failed=retry_failed,
+                            max_device_hours=max_device_hours, claim=lambda: _claim(lock))
+        if isinstance(checked, int):
+            return checked
+        return _train(spec, plan, profile, checked, trials=trials, rerun=rerun, in_cluster=in_cluster)
+    finally:
+        lock.release()
+
+
+def _claim(lock: SweepLock) -> None:
+    lock.acquire()
+    gone = lock.taken_over
+    if gone is not None:
+        console.print(f"the sweep's previous driver (pid {gone.get('pid')} on {gone.get('host')}) ended without "
+                      "finishing; this one takes over")
+
+
+def _train(spec: SweepSpec, plan: Plan, profile: Profile, checked: tuple[Any, ...], *, trials: Sequence[Trial],
+           rerun: Sequence[str], in_cluster: bool) -> int:
     tracking, selection, root, estimate_s = checked
     data = prepare_data(spec, [t.unique_tokens for t in trials], profile)
     plan_json = _plan_json(spec, plan)
     parent = tracking.sweep_run(spec.name, spec_texts={f: Path(f).read_text() for f in spec.files}, plan=plan_json)
     fresh = frozenset(t.id for t in selection.to_run if t.id in rerun)
+    retrain = _lost_runs(tracking, selection.to_run, root, spec.experiment, profile.storage_endpoint(), fresh)
+    if retrain:
+        forget_checkpoints(root, spec.experiment, retrain, profile.storage_endpoint())
     if fresh:
         forget_checkpoints(root, spec.experiment, fresh, profile.storage_endpoint())
         console.print(f"--rerun: {len(fresh)} trial{'s train' if len(fresh) > 1 else ' trains'} from step 0 into a new "
                       "run; earlier runs stay in MLflow, tagged superseded")
     return run_tune(spec, profile, selection, tracking, parent, data, root, estimate_s, in_cluster=in_cluster,
                  fresh=fresh)
+
+
+def _lost_runs(tracking: Any, to_run: Sequence[Trial], root: str, experiment: str, endpoint: str | None,
+               fresh: frozenset[str]) -> frozenset[str]:
+    """Trials that storage holds finished but MLflow holds no run of (a lost or replaced store): one
+    line says what happens to them. Their runs are rebuilt whole from their final checkpoints, which
+    keep their curves; those written before checkpoints kept curves retrain from step 0 (returned,
+    for their checkpoints to be removed), since a run without its curve would be a result without
+    its evidence."""
+    from sweeper.driver.checkpoints import finished_in_storage
+
+    steps = {t.id: t.steps for t in to_run if t.id not in fresh}
+    found = finished_in_storage(sweep_dir(root, experiment), steps, endpoint) if steps else {}
+    if found:
+        known = tracking.trial_records(list(found))
+        found = {trial_id: kept for trial_id, kept in found.items() if trial_id not in known}
+    rebuilt = sum(found.values())
+    retrain = frozenset(trial_id for trial_id, kept in found.items() if not kept)
+    if rebuilt:
+        console.print(f"MLflow holds no run of {_trials(rebuilt)} that storage holds finished: rebuilding "
+                      f"{'its run' if rebuilt == 1 else 'their runs'} from the final checkpoint, curve included, "
+                      "without training again")
+    if retrain:
+        console.print(f"MLflow holds no run of {_trials(len(retrain))} that storage holds finished in checkpoints "
+                      "that keep no curve: training again from step 0")
+    return retrain
+
+
+def _trials(count: int) -> str:
+    return f"{count} trial{'s' if count != 1 else ''}"
 
 
 def forget_checkpoints(root: str, experiment: str, trial_ids: Sequence[str] | frozenset[str],

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
-from sweeper.console import console, redact
+from sweeper.console import UserError, console, redact
 from sweeper.driver.stop import STOP_FILE, StopWatcher, claim_driver
 from sweeper.plan import Trial
 from sweeper.profile import Profile
@@ -40,7 +40,7 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
     from sweeper.driver.checkpoints import resume_candidates
     from sweeper.driver.progress import SweepCallback
     from sweeper.trainer import METRICS
-    from sweeper.driver.worker import run_trial
+    from sweeper.driver.worker import no_space, run_trial
 
     from sweeper.storage import filesystem_for
 
@@ -100,30 +100,55 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
     # Tune's own farewell on Ctrl-C or `sweeper stop` ("Resume experiment with: Tuner.restore(...)")
     # is not how a sweep resumes; _report says how.
     logging.getLogger("ray.tune.tune").addFilter(_drop_tune_resume_hint)
-    watcher = StopWatcher(f"{sweep_dir(root, spec.experiment)}/{STOP_FILE}", endpoint)
-    driver_file = claim_driver(root, spec.experiment)
+    full_log = StorageFullLog(callback)
+    for name in StorageFullLog.LOGGERS:
+        logging.getLogger(name).addFilter(full_log)
     status = "FINISHED"
     previous = signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
+    driver_file = None
     try:
+        watcher = StopWatcher(f"{sweep_dir(root, spec.experiment)}/{STOP_FILE}", endpoint)
+        driver_file = claim_driver(root, spec.experiment)
         with callback, watcher:
             tuner.fit()
     except KeyboardInterrupt:
         status = "KILLED"
+    except OSError as error:  # this driver's own writes to storage (Tune's experiment state)
+        if not no_space(error):
+            raise
+        callback.storage_full = callback.storage_full or str(error).strip().splitlines()[0][:300]
     finally:
         signal.signal(signal.SIGTERM, previous)
         callback.close_open("killed")
-        driver_file.unlink(missing_ok=True)
+        if driver_file is not None:
+            driver_file.unlink(missing_ok=True)
         ray.shutdown()
+        for name in StorageFullLog.LOGGERS:
+            logging.getLogger(name).removeFilter(full_log)
     counts = callback.counts()
-    if counts["killed"] or counts["pending"]:
+    if counts["killed"] or counts["pending"] or callback.storage_full:
         status = "KILLED"
     elif counts["failed"]:
         status = "FAILED"
     tracking.finish_sweep(parent, status)
     unfinished = [t for t, s in callback.states.items() if s.state in ("killed", "pending")]
     with_checkpoint = sum(1 for t in unfinished if resume_candidates(trial_dir(root, spec.experiment, t), endpoint)[0])
+    if callback.storage_full is not None:
+        raise UserError(f"storage full at {root}: free space there and run the same command again; "
+                        f"{_resumes(len(unfinished), with_checkpoint)}")
     return _report(callback, status, with_checkpoint)
 
+
+
+def _resumes(unfinished: int, with_checkpoint: int) -> str:
+    """How the trials not finished resume, promising no checkpoint that storage does not hold."""
+    if unfinished == 1:
+        return "the trial not finished resumes " + ("from its checkpoint" if with_checkpoint else
+                                                    "from step 0 (it has no checkpoint yet)")
+    if with_checkpoint == unfinished:
+        return f"the {unfinished} trials not finished resume from their checkpoints"
+    return (f"of the {unfinished} trials not finished, {with_checkpoint} resume{'s' if with_checkpoint == 1 else ''} from a "
+            "checkpoint, the others from step 0")
 
 
 def _stop_as_ctrl_c(signum: int, frame: Any) -> None:
@@ -131,6 +156,30 @@ def _stop_as_ctrl_c(signum: int, frame: Any) -> None:
     do: Tune's SIGINT handler ends the running trials, which end KILLED and resume next run; a second
     signal interrupts at once."""
     os.kill(os.getpid(), signal.SIGINT)
+
+
+class StorageFullLog(logging.Filter):
+    """Tune logs, with a traceback, and goes on when it cannot save its experiment state to storage.
+    On a full disk that stops the sweep as a checkpoint that does not fit does (one line, the trials
+    resumable), and neither that log nor Tune's later one about the trial files it then cannot read
+    reaches the console."""
+
+    LOGGERS = ("ray.tune.execution.experiment_state", "ray.tune.analysis.experiment_analysis")
+
+    def __init__(self, callback: Any) -> None:
+        super().__init__()
+        self.callback = callback
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from sweeper.driver.worker import no_space
+
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and no_space(error) or "No space left on device" in record.getMessage():
+            if self.callback.storage_full is None:
+                self.callback.storage_full = str(error or record.getMessage()).strip().splitlines()[0][:300]
+                os.kill(os.getpid(), signal.SIGINT)
+            return False
+        return not (self.callback.storage_full is not None and "Failed to fetch metrics" in record.getMessage())
 
 
 TUNE_RESUME_HINTS = ("Tuner.restore", "Resume experiment with", "Resume training with", "Stop signal received",

@@ -8,7 +8,14 @@ passed over for the one before it, or step 0, with a warning naming it (sweeper.
 A deterministic failure (a diverged loss, out of memory, a token cache that fails its checksums) is
 reported as a result carrying `sweeper/failure` and ends the trial without raising, so Tune does not
 retry what would fail the same way; anything else raises and Tune retries it from the last
-checkpoint up to the profile's limit.
+checkpoint up to the profile's limit. A checkpoint that does not fit in storage (a full disk or
+quota) ends the trial at once too, its cut-off copy removed, and tells the driver, which stops the
+sweep (sweeper.driver.progress).
+
+Every checkpoint keeps the trial's curve up to it (CURVE_FILE), and a trial that resumes hands
+that curve to the driver with its first result: the driver writes the points MLflow lacks (a driver
+killed before writing them, a lost store) and drops those it has, so a curve ends complete and
+never holds a step twice.
 
 A trial that spans several devices (`workers` > 1 in its payload: a model whose state does not fit
 one GPU, or a CPU profile's `processes_per_trial`) runs as a Ray Train `TorchTrainer` launched from
@@ -23,6 +30,7 @@ under the experiment's folder) with the same metadata, so resuming works the sam
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
 import tempfile
@@ -32,16 +40,34 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.console import UserError
-from sweeper.driver.checkpoints import resume_candidates, shown_path
+from sweeper.driver.checkpoints import remove_torn_newest, resume_candidates, shown_path, write_curve
 
 FAILURE_KEY = "sweeper/failure"
 RESUMED_KEY = "sweeper/resumed_at_tokens"
 WARNING_KEY = "sweeper/warning"  # checkpoints passed over when (re)starting, in the first result
 NODE_KEY = "sweeper/node_id"  # the Ray node a trial (re)started on (rank 0's), in its first result there
 PROCESSES_KEY = "sweeper/processes"  # how many processes train it, in the same first result
+# In the first result after a resume: the curve up to the checkpoint it resumed from, as that
+# checkpoint keeps it in its metadata ([[tokens, {metric: value}], ...]), so that a driver which died
+# before writing some of those points writes them now (it drops the points it already has).
+CURVE_KEY = "sweeper/curve"
+# A checkpoint that did not fit in storage: the trial ends at once (no retry can fit it either), its
+# torn copy removed, and the driver stops the sweep for its trials to resume once there is room.
+STORAGE_FULL_KEY = "sweeper/storage_full"
 # Every ray.train.report waits until Train's controller polls the workers, every 2 s by default; a
 # trial reports up to ~100 train points besides its evaluations, so its Train run polls faster.
 TRAIN_POLL_INTERVAL_S = "0.1"
+
+
+class StorageFull(RuntimeError):
+    """Storage had no space left for a checkpoint (ENOSPC, a quota): retrying cannot help."""
+
+
+def no_space(error: BaseException) -> bool:
+    """Whether an OSError (from the OS, or pyarrow's wording of one) says the disk or quota is full."""
+    text = str(error)
+    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text \
+        or "Disk quota exceeded" in text
 
 
 class TerminalFailure(RuntimeError):
@@ -79,6 +105,9 @@ def run_trial(config: dict[str, Any]) -> None:
         failure = train_from_newest_whole(trial_config, train_tokens, val_tokens, payload, scratch)
         if failure is not None:
             tune.report({FAILURE_KEY: failure})
+    except StorageFull as full:
+        remove_torn_newest(payload["trial_dir"], payload.get("storage_endpoint"))
+        tune.report({STORAGE_FULL_KEY: str(full)})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         release_device_memory()
@@ -98,15 +127,35 @@ def train_from_newest_whole(trial_config: Any, train_tokens: Any, val_tokens: An
     for checkpoint in [*candidates, None]:
         shutil.rmtree(scratch / "restored", ignore_errors=True)
         resume_from = checkpoint.to_directory(str(scratch / "restored")) if checkpoint is not None else None
-        reporter = TrialReporter(resume_from, tune.Checkpoint,
-                                 lambda metrics, saved: tune.report(metrics, checkpoint=saved),
-                                 warning=fallback_warning(passed_over, checkpoint, payload["trial_dir"]))
+        reporter = TrialReporter(resume_from, tune.Checkpoint, _report_to_tune,
+                                 warning=fallback_warning(passed_over, checkpoint, payload["trial_dir"]),
+                                 curve=kept_curve(checkpoint))
         try:
             return train_to_the_end(trial_config, train_tokens, val_tokens, reporter, scratch, resume_from)
         except CheckpointUnreadable as error:
             where = shown_path(payload["trial_dir"], checkpoint.path)  # type: ignore[union-attr]
             passed_over.append(f"the checkpoint {where} {error.problem}")
     raise AssertionError("unreachable: training from step 0 reads no checkpoint")
+
+
+def _report_to_tune(metrics: dict[str, Any], checkpoint: Any) -> None:
+    """tune.report; raises StorageFull when the checkpoint does not fit in storage."""
+    from ray import tune
+
+    try:
+        tune.report(metrics, checkpoint=checkpoint)
+    except OSError as error:
+        if checkpoint is None or not no_space(error):
+            raise
+        raise StorageFull(str(error).strip().splitlines()[0][:300]) from None
+
+
+def kept_curve(checkpoint: Any) -> list[list[Any]] | None:
+    """The curve a checkpoint in storage keeps (see TrialReporter), or None: no checkpoint, or one
+    written before checkpoints kept curves."""
+    from sweeper.driver.checkpoints import read_curve
+
+    return None if checkpoint is None else read_curve(checkpoint.filesystem, checkpoint.path)
 
 
 def fallback_warning(passed_over: list[str], resumed: Any, trial_dir: str) -> str | None:
@@ -152,13 +201,18 @@ def release_device_memory() -> None:
 class TrialReporter:
     """The trainer's reporter under Ray: the trainer's metrics, plus in the first result the node and
     the resume point, and each new checkpoint with its step and tokens as metadata (which
-    `latest_persisted` reads). `send(metrics, checkpoint or None)` is tune.report for a trial in
-    one process, ray.train.report on rank 0 of a Train run."""
+    `latest_persisted` reads) and the trial's whole curve up to it in its CURVE_FILE (`curve`: what
+    the checkpoint resumed from kept, then every point reported since). The first result after a resume carries
+    that earlier curve (CURVE_KEY), so no point is lost when the driver died before writing it, and
+    a lost MLflow store gets its curves back. `send(metrics, checkpoint or None)` is tune.report for
+    a trial in one process, ray.train.report on rank 0 of a Train run."""
 
     def __init__(self, resume_from: str | None, checkpoint_type: Any,
-                 send: Callable[[dict[str, Any], Any], None], processes: int = 1, warning: str | None = None) -> None:
+                 send: Callable[[dict[str, Any], Any], None], processes: int = 1, warning: str | None = None,
+                 curve: list[list[Any]] | None = None) -> None:
         self.resume_from, self.checkpoint_type, self.send = resume_from, checkpoint_type, send
         self.processes, self.warning = processes, warning
+        self.curve: list[list[Any]] = list(curve or [])
         self.first = True
 
     def __call__(self, metrics: dict[str, float], written: str | None) -> None:
@@ -170,13 +224,20 @@ class TrialReporter:
             out[PROCESSES_KEY] = self.processes
             if self.resume_from is not None:
                 out[RESUMED_KEY] = metrics["tokens"]
+                if self.curve:
+                    out[CURVE_KEY] = list(self.curve)
             if self.warning is not None:
                 out[WARNING_KEY] = self.warning
             self.first = False
-        if written is None or written == self.resume_from:
-            # resumed at the very end: the final point again, from a checkpoint already stored
+        if written is not None and written == self.resume_from:
+            # resumed at the very end: the final point again (its curve has it), from a checkpoint already stored
             self.send(out, None)
             return
+        self.curve.append([int(metrics["tokens"]), {k: float(v) for k, v in metrics.items() if k != "tokens"}])
+        if written is None:
+            self.send(out, None)
+            return
+        write_curve(Path(written), self.curve)
         checkpoint = self.checkpoint_type.from_directory(written)
         checkpoint.set_metadata({"step": int(Path(written).name.removeprefix("step_")),
                                  "tokens": int(metrics["tokens"])})
@@ -204,7 +265,7 @@ def _drive_train_run(payload: dict[str, Any]) -> None:
     warning = fallback_warning(passed_over, resume, payload["trial_dir"])
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"payload": payload, "resume": resume, "warning": warning},
+        train_loop_config={"payload": payload, "resume": resume, "warning": warning, "curve": kept_curve(resume)},
         scaling_config=ray.train.ScalingConfig(num_workers=int(payload["workers"]), use_gpu="GPU" in resources,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -220,6 +281,11 @@ def _drive_train_run(payload: dict[str, Any]) -> None:
     try:
         trainer.fit()
     except ray.train.WorkerGroupError as error:
+        full = [str(e) for e in error.worker_failures.values() if isinstance(e, StorageFull)]
+        if full:
+            remove_torn_newest(payload["trial_dir"], endpoint)
+            tune.report({STORAGE_FULL_KEY: full[0]})
+            return
         terminal = [str(e) for e in error.worker_failures.values() if isinstance(e, TerminalFailure)]
         if not terminal:
             raise
@@ -251,7 +317,8 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         resume_from = saved.to_directory(str(scratch / "restored")) if saved is not None else None
         # called on rank 0 only; the size of the process group the trainer joined, not the one asked for
         reporter = TrialReporter(resume_from, ray.train.Checkpoint, _lead_report,
-                                 processes=dist.get_world_size(), warning=loop_config.get("warning"))
+                                 processes=dist.get_world_size(), warning=loop_config.get("warning"),
+                                 curve=loop_config.get("curve"))
         follower = None
         if rank != 0:
             follower = threading.Thread(target=_follow_reports, name="sweeper-report-follower", daemon=True)
@@ -283,7 +350,12 @@ def _lead_report(metrics: dict[str, Any], checkpoint: Any) -> None:
     import ray.train
 
     _broadcast(True)
-    ray.train.report(metrics, checkpoint=checkpoint)
+    try:
+        ray.train.report(metrics, checkpoint=checkpoint)
+    except OSError as error:
+        if checkpoint is None or not no_space(error):
+            raise
+        raise StorageFull(str(error).strip().splitlines()[0][:300]) from None
 
 
 def _follow_reports() -> None:

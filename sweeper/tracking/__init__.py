@@ -16,15 +16,15 @@ import logging
 import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeper.console import UserError, redact
+from sweeper.console import redact
 from sweeper.spec.schema import plain
+from sweeper.tracking.store import artifact_location, creating
+from sweeper.tracking.store import check_reachable as check_reachable  # where callers have always found it
 
 TAG_KIND = "sweeper.kind"  # "sweep" (parent) or "trial" (child)
 TAG_SWEEP = "sweeper.sweep"
@@ -62,46 +62,35 @@ class TrialRecord:
         return self.tags.get(TAG_FAILURE)
 
 
-def check_reachable(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
-    """Fail fast with one sentence when the tracking store cannot be used (preflight)."""
-    if tracking_uri.startswith(("http://", "https://")):
-        url = tracking_uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (user's own server)
-                if response.status != 200:
-                    raise UserError(f"MLflow at {tracking_uri} answered {response.status} on /health")
-        except urllib.error.HTTPError as error:
-            raise UserError(f"MLflow at {tracking_uri} answered {error.code} on /health") from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise UserError(f"MLflow at {tracking_uri} is unreachable ({reason})") from None
-    elif tracking_uri.startswith("sqlite:///"):
-        folder = Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
-        if not folder.is_dir():
-            raise UserError(f"MLflow store {tracking_uri}: folder {folder} does not exist")
-    elif tracking_uri.startswith(("file:", "/", ".")) or "://" not in tracking_uri:
-        raise UserError(f"MLflow tracking URI {tracking_uri!r}: use sqlite:///FILE.db or an http(s) server "
-                        "(MLflow 3 no longer accepts a ./mlruns file store)")
-
-
 class Tracking:
     """One experiment of one tracking store."""
 
     def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True):
-        """`create` False: only read; an experiment that does not exist holds no runs."""
+        """`create` False: only read; an experiment that does not exist holds no runs. Processes that
+        open one sqlite store at once create its tables and the experiment once, in turn
+        (sweeper.tracking.store.creating). Raises what MLflow raises for a store it cannot open."""
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # our own lines say it
         self.tracking_uri, self.experiment = tracking_uri, experiment
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
+        with creating(tracking_uri):
+            self.client = MlflowClient(tracking_uri=tracking_uri)  # creates a sqlite store's tables
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None and create:
+                self._create_experiment()
+                found = self.client.get_experiment_by_name(experiment)
         self.experiment_id: str | None = found.experiment_id if found else None
         self.experiment_created: int | None = found.creation_time if found else None
-        if self.experiment_id is None and create:
-            self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=_artifact_location(tracking_uri))
-            self.experiment_created = self.client.get_experiment(self.experiment_id).creation_time
+
+    def _create_experiment(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_experiment(self.experiment, artifact_location=artifact_location(self.tracking_uri))
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":  # made a moment ago through a server
+                raise
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -332,14 +321,6 @@ class TrialLog:
         if reason:
             self.set_tags({TAG_FAILURE: redact(reason)[:5000]})
         self.client.set_terminated(self.run_id, status=status)
-
-
-def _artifact_location(tracking_uri: str) -> str | None:
-    """Beside a sqlite store, not in ./mlruns of whatever folder the command ran in; a server decides
-    for itself."""
-    if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
-    return None
 
 
 def _record(row: Mapping[str, Any]) -> TrialRecord:
