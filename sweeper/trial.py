@@ -38,7 +38,7 @@ MAX_ORDERINGS = 1024  # token orderings an ar trial may train on (the paper: at 
 # trainer refuses it. Through the sweep it cannot happen anyway, since another precision is another id.
 HOW_KEYS = frozenset({"compile", "checkpoint_every_minutes", "streaming",  # spec keys
                       "device", "peak_flops", "micro_batch", "parallelism",  # set where it runs
-                      "checkpoint_every_steps", "log_every_steps"})  # planned cadences
+                      "checkpoint_every_steps", "checkpoint_every_s", "log_every_steps"})  # cadences
 
 
 # Train settings added after trial ids were first pinned: the paper's ablations, the mdm objective's
@@ -166,6 +166,7 @@ class TrialConfig:
     mdm_eval_samples: int  # Monte-Carlo draws of t per validation sequence (stratified)
     checkpoint_every_steps: int  # how
     log_every_steps: int = 10  # how: train metrics between evaluations; each log is one host sync
+    checkpoint_every_s: float = 0.0  # how: also checkpoint at the first log point this long after the last (0: off)
 
     # what, although it sounds like how: see HOW_KEYS
     precision: Precision
@@ -176,8 +177,7 @@ class TrialConfig:
     peak_flops: float | None  # per device, for mfu; None: no mfu metric
     parallelism: Parallelism = "ddp"  # with several processes: replicate (ddp) or shard (fsdp)
 
-    # ablations and mdm objective options (OPTION_DEFAULTS); the defaults are what trials trained
-    # before they existed, so a checkpoint written then loads with them
+    # options (OPTION_DEFAULTS), defaulting to what trials trained before they existed: old checkpoints load
     attention_dropout: float | None = None  # on attention probabilities; None: `dropout`
     input_mask_rate: float = 0.0  # ar: each input token replaced by the mask id with this probability
     orderings: int = 1  # ar: fixed token orderings, the first the identity (sweeper.trainer.orderings)

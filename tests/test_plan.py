@@ -32,6 +32,7 @@ def test_the_config_holds_the_planned_counts_and_the_profiles_how() -> None:
         assert c.micro_batch == trial.sizing.micro_batch and c.log_every_steps == math.ceil(trial.steps / 100)
         assert (c.device, c.peak_flops, c.parallelism) == ("cpu", None, "ddp")
         assert (c.precision, c.compile, c.seed) == (trial.train.precision, trial.train.compile, trial.train.seed)
+        assert c.checkpoint_every_s == trial.train.checkpoint_every_minutes * 60  # backs a too-sparse cadence
     cluster = load_profile(REPO / "backends" / "cluster.yaml")
     for trial in planned(SMOKE_SPEC, "cluster"):
         assert (trial.config.device, trial.config.peak_flops) == ("auto", cluster.hardware.peak_flops)

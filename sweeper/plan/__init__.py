@@ -187,7 +187,8 @@ def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
             betas=train.betas, eps=train.eps, weight_decay=train.weight_decay, grad_clip=train.grad_clip,
             batch_sequences=train.batch_sequences, micro_batch=sizing.micro_batch, eval_steps=evals,
             mdm_eval_samples=train.mdm_eval_samples, checkpoint_every_steps=checkpoint_every,
-            log_every_steps=-(-steps // TRAIN_POINTS), precision=train.precision, compile=train.compile,
+            log_every_steps=-(-steps // TRAIN_POINTS), checkpoint_every_s=train.checkpoint_every_minutes * 60,
+            precision=train.precision, compile=train.compile,
             device=device, peak_flops=hardware.peak_flops, parallelism=parallelism(device, sizing),
             **{**{name: getattr(train, name) for name in OPTION_DEFAULTS}, **_same_dropout(train)})
     except ValueError as error:  # the spec's own checks should have said it at its key; this says where

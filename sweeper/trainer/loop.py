@@ -275,6 +275,17 @@ class _Trial:
         trained = (step - self.start_step) * self.c.tokens_per_step
         return trained / self.train_seconds if self.train_seconds > 0 else 0.0
 
+    def checkpoint_due(self, last_save: float) -> bool:
+        """Whether `checkpoint_every_s` has passed since the last checkpoint (or the start), so that a
+        trial whose planned cadence was too sparse (its time estimate too low) still checkpoints as
+        often as the spec's `checkpoint_every_minutes` asks. Only ever asked at a log point, so the
+        curve never depends on timing; every process takes process 0's answer."""
+        if self.c.checkpoint_every_s <= 0:
+            return False
+        due = torch.tensor(float(time.perf_counter() - last_save >= self.c.checkpoint_every_s
+                                 and self.procs.is_main), device=self.device)
+        return bool(all_reduce_sum(due, self.procs).item() > 0)
+
     def run(self, reporter: Reporter, stop_step: int, checkpoint_dir: str | None,
             keep_checkpoints: int, wall_start: float) -> TrainResult:
         c, procs, loop = self.c, self.procs, self.loop
@@ -291,12 +302,14 @@ class _Trial:
                 reporter(metrics, self.resumed_from)
 
         window = _Window(start_step=loop.step, start_time=time.perf_counter())
+        last_save = window.start_time
         while loop.step < stop_step:
             step = loop.step + 1  # optimizer steps done once this one is
-            is_checkpoint = checkpoint_dir is not None and (step % c.checkpoint_every_steps == 0
-                                                            or step == stop_step)
-            is_log = (step % c.log_every_steps == 0 or step in self.eval_steps or is_checkpoint
-                      or step == stop_step)
+            is_log = step % c.log_every_steps == 0 or step in self.eval_steps or step == stop_step
+            is_checkpoint = checkpoint_dir is not None and (
+                step % c.checkpoint_every_steps == 0 or step == stop_step
+                or (is_log and self.checkpoint_due(last_save)))
+            is_log = is_log or is_checkpoint
             self.train_step(loop.step, window, need_norm=is_log)
             loop.step = step
             if not is_log:
@@ -306,7 +319,7 @@ class _Trial:
             if is_checkpoint and checkpoint_dir is not None:
                 written = write_checkpoint(checkpoint_dir, c, self.model, self.optimizer,
                                            loop.to_dict(), procs)
-                last_checkpoint = written
+                last_checkpoint, last_save = written, time.perf_counter()
             if step == stop_step:
                 metrics.update(self.final_metrics(step, wall_start))
             if procs.is_main:

@@ -80,3 +80,19 @@ def test_sampling_still_reads_a_checkpoint_from_before_markers(root: Path) -> No
     (root / "step_00000012" / COMPLETE_FILE).unlink()
     with pytest.raises(CheckpointUnreadable, match=r"step_00000012 does not load \("):
         load_model(root / "step_00000012")
+
+
+def test_elapsed_time_checkpoints_land_on_log_points_and_leave_the_curve_alone(tmp_path: Path) -> None:
+    """A cadence planned from a too-low time estimate (here: only at the end) is backed by elapsed
+    time: with checkpoint_every_s passed at every log point, each log point gets a checkpoint, and
+    the curve is the one an untimed run records."""
+    planned_only, timed = Recorder(), Recorder()
+    config = tiny_config(checkpoint_every_steps=16)
+    train(config, POOL, VAL, planned_only, checkpoint_dir=str(tmp_path / "planned"), keep_checkpoints=10)
+    train(tiny_config(checkpoint_every_steps=16, checkpoint_every_s=1e-9), POOL, VAL, timed,
+          checkpoint_dir=str(tmp_path / "timed"), keep_checkpoints=10)
+    assert sorted(p.name for p in (tmp_path / "planned").glob("step_*")) == ["step_00000016"]
+    assert sorted(p.name for p in (tmp_path / "timed").glob("step_*")) == \
+        [f"step_{s:08d}" for s in (4, 8, 12, 16)]  # the log points (log_every_steps 4)
+    assert timed.curve() == planned_only.curve()
+    assert [bool(written) for _, written in timed.reports] == [False, True, True, True, True]

@@ -95,11 +95,13 @@ def two_processes(args: list[str]) -> list[dict]:
 @pytest.mark.parametrize(("parallelism", "family"), [("ddp", "ar"), ("ddp", "mdm"), ("fsdp", "mdm")])
 def test_two_gloo_processes_match_one_process(tmp_path: Path, parallelism: str, family: str) -> None:
     # global batch 16: one process accumulates 2 micro-batches of 8, two processes take one each
-    config = tiny_config(family=family, parallelism=parallelism)
+    # fsdp also checkpoints by elapsed time (every log point here), which every process must agree on
+    timed = parallelism == "fsdp"
+    config = tiny_config(family=family, parallelism=parallelism, checkpoint_every_s=1e-9 if timed else 0.0)
     ckpt = tmp_path / "ckpt"
     lines = two_processes([*write_inputs(tmp_path, config), "--checkpoint-dir", str(ckpt)])
     assert [Path(line["checkpoint"]).name for line in lines if line["checkpoint"]] == \
-        ["step_00000008", "step_00000016"]
+        [f"step_{s:08d}" for s in ((4, 8, 12, 16) if timed else (8, 16))]
     single = Recorder()
     train(config, *load_inputs(tmp_path), single)
     parallel = np.array(curve(lines), dtype=float)
