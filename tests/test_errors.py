@@ -31,6 +31,7 @@ def examples() -> dict[str, BaseException]:
     from sweeper.console import UserError
     from sweeper.data.errors import CacheFileError, DataError
     from sweeper.driver.worker import StorageFull, TerminalFailure
+    from sweeper.evals.stage import TaskFailed
     from sweeper.spec.nodes import NumberRangeError, SpecError, _TooDeep
     from sweeper.spec.schema import FieldError
     from sweeper.trainer.errors import CheckpointUnreadable, NonFiniteLoss, TrialFailure, TrialOutOfMemory
@@ -41,6 +42,7 @@ def examples() -> dict[str, BaseException]:
         "sweeper.data.errors.CacheFileError": CacheFileError("storage.path", "the token cache file x is missing"),
         "sweeper.driver.worker.StorageFull": StorageFull("no space left for the checkpoint at /store/x"),
         "sweeper.driver.worker.TerminalFailure": TerminalFailure("training loss is nan at optimizer step 3"),
+        "sweeper.evals.stage.TaskFailed": TaskFailed("tiny_arc: its data file tests/x.jsonl is missing"),
         "sweeper.spec.nodes.SpecError": SpecError("expected a number", file="s.yaml", line=3, path="grid.epochs"),
         "sweeper.spec.nodes.NumberRangeError": NumberRangeError("1e40 is out of range"),
         "sweeper.spec.nodes._TooDeep": _TooDeep(12),

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 
 from sweeper import __version__
 from sweeper.cli import data, fit, run, spec, train
+from sweeper.cli import eval as eval_command
 from sweeper.console import UserError, fail
 
 # The modules that add subcommands, in `--help`'s order; each exposes register(subparsers) and
 # imports nothing heavy at module level.
-COMMAND_MODULES = (spec, data, train, run, fit)
+COMMAND_MODULES = (spec, data, train, run, eval_command, fit)
 
 
 def build_parser() -> argparse.ArgumentParser:

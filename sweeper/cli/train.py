@@ -224,8 +224,28 @@ def sample_length(args: argparse.Namespace, family: str, seq_len: int, model_fam
     return args.length
 
 
-def run_sample(args: argparse.Namespace) -> int:
+def read_model(checkpoint: str, label: str, spec_file: str, tokenizer: Any, device: str = "cpu") -> tuple[Any, Any]:
+    """(model in eval mode on `device`, TrialConfig) of a checkpoint folder, checked against the
+    spec's tokenizer; `label` names the checkpoint in messages. Raises UserError when it does not
+    load or was trained with another tokenizer."""
     import pickle
+
+    from sweeper.console import UserError
+    from sweeper.trainer import load_model
+
+    try:
+        model, config = load_model(checkpoint, device)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(f"{label}: cannot read the checkpoint ({first}); it is damaged or "
+                        "not one of sweeper's") from None
+    if config.vocab_size != tokenizer.vocab_size:
+        raise UserError(f"{label} was trained with {config.vocab_size:,} ids, but the tokenizer of "
+                        f"{spec_file} has {tokenizer.vocab_size:,}: pass the spec the checkpoint was trained from")
+    return model, config
+
+
+def run_sample(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
@@ -233,7 +253,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
     check_sample_options(args)
     from sweeper.data import find, open_tokenizer
-    from sweeper.trainer import load_model, sample_ar, sample_bd3lm, sample_mdm
+    from sweeper.trainer import sample_ar, sample_bd3lm, sample_mdm
 
     ctx = Context(args)
     spec, profile = ctx.spec, ctx.profile
@@ -247,15 +267,7 @@ def run_sample(args: argparse.Namespace) -> int:
         if manifest is None:
             raise UserError(f"{args.spec}: its data is not prepared here; run `sweeper data {args.spec}`")
         tokenizer = open_tokenizer(manifest)
-        try:
-            model, config = load_model(checkpoint)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise UserError(f"{args.checkpoint}: cannot read the checkpoint ({first}); it is damaged or "
-                            "not one of sweeper's") from None
-        if config.vocab_size != tokenizer.vocab_size:
-            raise UserError(f"{args.checkpoint} was trained with {config.vocab_size:,} ids, but the tokenizer of "
-                            f"{args.spec} has {tokenizer.vocab_size:,}: pass the spec the checkpoint was trained from")
+        model, config = read_model(checkpoint, args.checkpoint, args.spec, tokenizer)
         kind = sample_kind(args, config.family)
         length = sample_length(args, kind, config.seq_len, config.family)
         if kind == "ar":  # a fresh document starts after an end-of-document token

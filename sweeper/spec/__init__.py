@@ -1,7 +1,7 @@
 """The sweep spec: what to train, as frozen dataclasses read strictly from YAML.
 
 A spec has `version`, `name`, `description`, an optional `extends`, and the blocks `data`,
-`train`, `models`, `grid` (with `include`, `exclude`, `overrides`) and `tracking`. Where a
+`train`, `models`, `grid` (with `include`, `exclude`, `overrides`), `tracking` and `evals`. Where a
 study runs (Ray, MLflow, storage, hardware) is a backend profile's business, not the spec's.
 Every error names file:line and the key path; nothing here touches the network or the data.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+from sweeper.spec.evals import EvalsSpec
 from sweeper.spec.grid import MAX_GRID_POINTS, MAX_GRID_POINTS_LIMIT, MAX_TOKENS, Grid, read_grid
 from sweeper.spec.presets import PRESETS, ModelSpec
 from sweeper.spec.schema import FieldError, check_keys, describe, read_dataclass, read_number, read_value, \
@@ -278,6 +279,7 @@ class SweepSpec:
     grid: Grid
     experiment: str
     files: tuple[str, ...]  # the spec file first, then the files it extends
+    evals: EvalsSpec | None = None  # downstream tasks (sweeper.spec.evals); not part of any trial id
 
     @property
     def file(self) -> str:
@@ -289,7 +291,7 @@ class SweepSpec:
 
 
 TOP_KEYS = ("version", "name", "description", "extends", "data", "train", "models", "grid", "include",
-            "exclude", "overrides", "tracking", "max_grid_points")
+            "exclude", "overrides", "tracking", "max_grid_points", "evals")
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -313,11 +315,13 @@ def load_spec(path: str | Path) -> SweepSpec:
     train = read_dataclass(TrainSpec, top["train"], "train") if "train" in top else TrainSpec()
     models = _read_models(top.get("models"))
     tracking = read_dataclass(TrackingSpec, top["tracking"], "tracking") if "tracking" in top else TrackingSpec()
+    evals = read_dataclass(EvalsSpec, top["evals"], "evals") if "evals" in top else None
     max_points = read_number(top["max_grid_points"], integral=True, positive=True, max=MAX_GRID_POINTS_LIMIT) \
         if "max_grid_points" in top else MAX_GRID_POINTS
     grid = read_grid(root, models=models, train_fields=_train_fields(), max_points=max_points)
     return SweepSpec(version=version, name=name, description=description, data=data, train=train,
-                     models=models, grid=grid, experiment=tracking.experiment or name, files=tuple(files))
+                     models=models, grid=grid, experiment=tracking.experiment or name, files=tuple(files),
+                     evals=evals)
 
 
 def _train_fields() -> dict[str, tuple[object, object]]:
