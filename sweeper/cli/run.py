@@ -153,11 +153,11 @@ def run_results(args: argparse.Namespace) -> int:
 
     ctx = Context(args)
     spec, plan, tracking = ctx.spec, ctx.plan, ctx.tracking()
-    from sweeper.tracking.results import RESULT_COLUMNS, finished_rows
+    from sweeper.tracking.results import RESULT_COLUMNS, eval_columns, finished_rows
 
     rows = finished_rows(plan, tracking)
     if args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, fieldnames=[*RESULT_COLUMNS, *eval_columns(rows)], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return 0

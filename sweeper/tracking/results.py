@@ -10,7 +10,7 @@ from sweeper.console import UserError
 from sweeper.plan import ID_SCHEMA, Plan, Trial
 from sweeper.tracking import OLDEST_SCHEMA, TAG_SCHEMA, TAG_SWEEP, Tracking, TrialRecord
 from sweeper.spec.schema import plain
-from sweeper.trial import options_text, training_flops
+from sweeper.trial import options_text, processed_flops, training_flops
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,8 +64,14 @@ def status_rows(plan: Plan, records: Mapping[str, TrialRecord]) -> list[dict[str
             for trial, record in joined(plan.trials, records)]
 
 
-RESULT_COLUMNS = ("family", "model", "params", "tokens", "unique_tokens", "epochs", "flops", "loss", "loss_best",
-                  "seed", "tokens_planned", "epochs_planned", "options", "trial_id", "run_id")
+RESULT_COLUMNS = ("family", "model", "params", "tokens", "unique_tokens", "epochs", "flops", "flops_processed",
+                  "loss", "loss_best", "seed", "tokens_planned", "epochs_planned", "options", "trial_id", "run_id")
+EVAL_PREFIX = "eval/"  # `sweeper eval`'s metrics, eval/<task>/<metric> and its _stderr: one column each
+
+
+def eval_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The eval/<task>/<metric> columns any of `rows` holds, sorted: they follow RESULT_COLUMNS."""
+    return sorted({key for row in rows for key in row if key.startswith(EVAL_PREFIX)})
 
 
 def finished_rows(plan: Plan, tracking: Tracking) -> list[dict[str, Any]]:
@@ -76,7 +82,9 @@ def finished_rows(plan: Plan, tracking: Tracking) -> list[dict[str, Any]]:
     and `epochs_planned` keep the plan's. The fitter classes a row single-epoch by `epochs_planned`
     (sweeper.fit.table), so a one-epoch trial that trained 1.007 epochs stays one. `options` names
     the train options the trial set away from their defaults (sweeper.trial.OPTION_DEFAULTS), e.g.
-    "orderings=4", "" for none: the report's ablations; the fit reads only rows without."""
+    "orderings=4", "" for none: the report's ablations; the fit reads only rows without.
+    `flops_processed` is what the trial's passes compute (bd3lm: twice 6ND, sweeper.trial), and
+    every downstream metric its run holds follows as its own `eval/<task>/<metric>` key."""
     rows = []
     for trial, record in joined(plan.trials, tracking.trial_records([t.id for t in plan.trials])):
         if record is None or record.status != "FINISHED" or "final/val_loss" not in record.metrics:
@@ -85,10 +93,12 @@ def finished_rows(plan: Plan, tracking: Tracking) -> list[dict[str, Any]]:
         rows.append({"family": trial.family, "model": trial.model.name, "params": trial.num_params,
                      "tokens": tokens, "unique_tokens": trial.unique_tokens,
                      "epochs": tokens / trial.unique_tokens, "flops": training_flops(trial.num_params, tokens),
+                     "flops_processed": processed_flops(trial.num_params, tokens, trial.family),
                      "loss": record.metrics["final/val_loss"],
                      "loss_best": record.metrics.get("final/val_loss_best"), "seed": trial.seed,
                      "tokens_planned": trial.tokens, "epochs_planned": trial.epochs,
-                     "options": options_text(plain(trial.train)), "trial_id": trial.id, "run_id": record.run_id})
+                     "options": options_text(plain(trial.train)), "trial_id": trial.id, "run_id": record.run_id,
+                     **{k: v for k, v in sorted(record.metrics.items()) if k.startswith(EVAL_PREFIX)}})
     return rows
 
 

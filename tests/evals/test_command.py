@@ -5,6 +5,8 @@ errors are one line and exit 2."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import subprocess
 import sys
@@ -63,6 +65,13 @@ def test_eval_records_each_task_once_and_a_second_call_does_nothing(sweep, offli
         assert '"at": "final"' in run.data.tags["sweeper.eval/symbols_next"]
     code, out, err = sweeper_eval(sweep, capsys)
     assert (code, out.strip(), err) == (0, "nothing to evaluate: 2 finished trials already hold symbols_next", "")
+    # `sweeper results --format csv` carries them, a column per metric after the fixed ones
+    code = main(["results", str(sweep["spec"]), "--backend", str(sweep["profile"]), "--format", "csv"])
+    out, _ = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 2
+    assert list(rows[0])[-2:] == ["eval/symbols_next/acc", "eval/symbols_next/acc_stderr"]
+    assert all(float(r["eval/symbols_next/acc"]) > 0.25 and r["flops_processed"] == r["flops"] for r in rows)
 
 
 def test_a_task_whose_data_is_missing_fails_cleanly(sweep, offline, capsys) -> None:
