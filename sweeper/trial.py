@@ -15,11 +15,12 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Family = Literal["ar", "mdm", "dual", "bd3lm"]
 FAMILIES: tuple[str, ...] = ("ar", "mdm", "dual", "bd3lm")
-Schedule = Literal["cosine", "linear", "constant"]
+Schedule = Literal["cosine", "linear", "constant", "wsd"]  # wsd: warmup, stable, decay (sweeper.trainer.optim)
+DecayShape = Literal["linear", "cosine", "1-sqrt"]  # wsd's final decay
 Precision = Literal["bf16", "fp32"]
 Parallelism = Literal["ddp", "fsdp"]
 LossWeight = Literal["elbo", "unweighted"]
@@ -29,14 +30,15 @@ DualValLoss = Literal["ar", "mdm"]
 EMBEDDING_ROW_MULTIPLE = 128  # embedding rows are padded to a multiple of this (DESIGN.md)
 MAX_ORDERINGS = 1024  # token orderings an ar trial may train on (the paper: at most 16)
 
-# The settings that say *how* or *where* a trial runs, never *what* it trains or the curve it records:
-# the spec's `compile`, `checkpoint_every_minutes` and a source's `streaming`, and the TrialConfig
-# fields marked how. The planner leaves them out of trial ids (sweeper.plan), and a checkpoint may be
-# resumed with any of them changed (sweeper.trainer.loop). Everything else is *what*, `precision` included: bf16 autocast
-# and fp32 give different curves, so precision is part of the id, and a resume in another precision
-# would splice two experiments into one curve under one id (and lose the bit-exact resume), so the
-# trainer refuses it. Through the sweep it cannot happen anyway, since another precision is another id.
-HOW_KEYS = frozenset({"compile", "checkpoint_every_minutes", "streaming",  # spec keys
+# The settings that say *how* or *where* a trial runs, never *what* it trains or the curve it records: the
+# spec's `compile`, `checkpoint_every_minutes`, `share_prefix` (a wsd trial trained as a branch of a longer
+# one is the same experiment) and a source's `streaming`, and the TrialConfig fields marked how. The planner
+# leaves them out of trial ids (sweeper.plan), and a checkpoint may be resumed with any of them changed
+# (sweeper.trainer.loop). Everything else is *what*, `precision` included: bf16 autocast and fp32 give
+# different curves, so precision is part of the id, and a resume in another precision would splice two
+# experiments into one curve under one id (and lose the bit-exact resume), so the trainer refuses it.
+# Through the sweep it cannot happen anyway, since another precision is another id.
+HOW_KEYS = frozenset({"compile", "checkpoint_every_minutes", "streaming", "share_prefix",  # spec keys
                       "device", "peak_flops", "micro_batch", "parallelism",  # set where it runs
                       "checkpoint_every_steps", "checkpoint_every_s", "log_every_steps"})  # cadences
 
@@ -120,13 +122,12 @@ def padded_vocab_size(vocab_size: int) -> int:
 class TrialConfig:
     """Everything one trial's trainer needs, made by the planner.
 
-    *What* is trained (in the trial id; equal in a checkpoint and the run resuming it): identity and
-    bookkeeping, the model, optimisation, evaluation, and `precision`. *How* it runs (HOW_KEYS): the
-    checkpoint and log cadences, `compile`, and the settings known only where it runs, which the
-    planner fills from the profile and whoever runs it may change with `dataclasses.replace`:
-    `device` (`sweeper train --device`, a Ray Train worker's own GPU), `peak_flops`, `micro_batch`
-    (the profile's sizing) and `parallelism` (from the device and the number of devices).
-    """
+    *What* is trained (in the trial id; equal in a checkpoint and the run resuming it): identity and bookkeeping,
+    the model, optimisation, evaluation, and `precision`. *How* it runs (HOW_KEYS): the checkpoint and log
+    cadences, `compile`, and the settings known only where it runs, which the planner fills from the profile and
+    whoever runs it may change with `dataclasses.replace`: `device` (`sweeper train --device`, a Ray Train
+    worker's own GPU), `peak_flops`, `micro_batch` (the profile's sizing) and `parallelism` (from the device and
+    the number of devices)."""
 
     # identity and bookkeeping (planned; the trainer only reports them)
     trial_id: str
@@ -154,6 +155,8 @@ class TrialConfig:
     warmup_steps: int
     steps: int  # optimizer steps of the whole trial
     schedule: Schedule
+    decay_steps: int = 0  # wsd: optimizer steps of the final decay (planned from decay_fraction); else 0
+    decay_shape: DecayShape = "1-sqrt"  # wsd: linear, cosine or 1-sqrt from lr_peak to lr_min
     betas: tuple[float, float]
     eps: float
     weight_decay: float
@@ -220,23 +223,30 @@ class TrialConfig:
     def epochs_trained(self) -> float:
         return self.tokens_trained / self.unique_tokens
 
+    @property
+    def decay_start(self) -> int:
+        """wsd: optimizer steps before the decay, steps - decay_steps (planned: max(1, round(decay_fraction
+        · steps)), halves to even); steps warmup_steps..decay_start - 1 run at lr_peak, so wsd trials alike
+        but for `steps` train the same first min(decay_start) steps. cosine, linear: warmup_steps; constant: steps."""
+        return {"wsd": self.steps - self.decay_steps, "constant": self.steps}.get(self.schedule, self.warmup_steps)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, for storage (a checkpoint's config.json); in memory it travels as is."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
-        values = dict(values)
-        values["betas"] = tuple(values["betas"])
-        values["eval_steps"] = tuple(values["eval_steps"])
-        return cls(**values)
+        return cls(**{**values, "betas": tuple(values["betas"]), "eval_steps": tuple(values["eval_steps"])})
 
 
 def _problems(c: TrialConfig) -> list[str]:
     # A message is formatted only for a check that fails: the planner builds one config per trial.
     out: list[str] = []
-    if c.family not in FAMILIES:
-        out.append(f"family must be one of {', '.join(FAMILIES)}, got {c.family!r}")
+    for name, kind in (("family", Family), ("schedule", Schedule), ("decay_shape", DecayShape),
+                       ("mdm_loss_weight", LossWeight), ("mdm_t_sampling", TimeSampling),
+                       ("precision", Precision), ("parallelism", Parallelism)):
+        if getattr(c, name) not in get_args(kind):
+            out.append(f"{name} must be one of {', '.join(get_args(kind))}, got {getattr(c, name)!r}")
     for name in ("num_params", "unique_tokens", "tokens", "vocab_size", "d_model", "h_f", "heads",
                  "head_dim", "layers", "seq_len", "steps", "batch_sequences", "micro_batch",
                  "mdm_eval_samples", "checkpoint_every_steps", "log_every_steps"):
@@ -253,10 +263,6 @@ def _problems(c: TrialConfig) -> list[str]:
         out.append(f"input_mask_rate must be in [0, 1), got {c.input_mask_rate!r}")
     if not (isinstance(c.orderings, int) and 1 <= c.orderings <= MAX_ORDERINGS):
         out.append(f"orderings must be an integer in [1, {MAX_ORDERINGS}], got {c.orderings!r}")
-    if c.mdm_loss_weight not in ("elbo", "unweighted"):
-        out.append(f"mdm_loss_weight must be 'elbo' or 'unweighted', got {c.mdm_loss_weight!r}")
-    if c.mdm_t_sampling not in ("iid", "stratified"):
-        out.append(f"mdm_t_sampling must be 'iid' or 'stratified', got {c.mdm_t_sampling!r}")
     if not 0.0 < c.mdm_min_mask_rate < 1.0:
         out.append(f"mdm_min_mask_rate must be in (0, 1), got {c.mdm_min_mask_rate!r}")
     if not (0.0 <= c.ar_fraction <= 1.0 and c.dual_val_loss in ("ar", "mdm")):
@@ -277,10 +283,10 @@ def _problems(c: TrialConfig) -> list[str]:
         out.append(f"head_dim must be even for rotary embeddings, got {c.head_dim!r}")
     if not (0 <= c.lr_min <= c.lr_peak and c.lr_peak > 0):
         out.append(f"need 0 <= lr_min <= lr_peak, got lr_min={c.lr_min!r} lr_peak={c.lr_peak!r}")
-    if c.schedule not in ("cosine", "linear", "constant"):
-        out.append(f"schedule must be cosine, linear or constant, got {c.schedule!r}")
     if not (isinstance(c.warmup_steps, int) and 0 <= c.warmup_steps <= c.steps):
         out.append(f"warmup_steps must be an integer in [0, steps={c.steps}], got {c.warmup_steps!r}")
+    elif not (c.decay_steps in range(1, c.steps - c.warmup_steps + 1) if c.schedule == "wsd" else c.decay_steps == 0):
+        out.append(f"decay_steps must be in [1, steps - warmup_steps] with wsd, else 0, got {c.decay_steps!r}")
     if not (len(c.betas) == 2 and all(0.0 <= b < 1.0 for b in c.betas)):
         out.append(f"betas must be two numbers in [0, 1), got {c.betas!r}")
     if not c.eps > 0:
@@ -299,10 +305,6 @@ def _problems(c: TrialConfig) -> list[str]:
                    f"got {tuple(steps)[:3]}...{tuple(steps)[-2:]}")
     if not (all(isinstance(s, int) for s in steps) and steps == sorted(set(steps))):
         out.append("eval_steps must be strictly increasing integers")
-    if c.precision not in ("bf16", "fp32"):
-        out.append(f"precision must be 'bf16' or 'fp32', got {c.precision!r}")
-    if c.parallelism not in ("ddp", "fsdp"):
-        out.append(f"parallelism must be 'ddp' or 'fsdp', got {c.parallelism!r}")
     if not (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda")):
         out.append(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {c.device!r}")
     if not (c.peak_flops is None or c.peak_flops > 0):
@@ -328,17 +330,15 @@ def tokens_for_flops(flops: float, num_params: int) -> float:
     return flops / (6 * num_params)
 
 
-def palm_flops_per_token(num_params_actual: int, layers: int, heads: int, head_dim: int,
-                         seq_len: int) -> float:
+def palm_flops_per_token(num_params_actual: int, layers: int, heads: int, head_dim: int, seq_len: int) -> float:
     """Model FLOPs per trained token, PaLM (Chowdhery et al. 2022) appendix B: 6N + 12·L·H·Q·T.
 
-    N is every parameter of the built model with the tied embedding counted once: the lookup costs
-    no matmul but the tied output head is a vocab × d_model matmul, so counting it once is exact.
-    The attention term counts the full T×T score matrix for every family (the formula gives
-    causal attention no discount), so ar and mdm MFU compare directly. bd3lm's passes read
-    x_t ⊕ x_0: its trainer counts processed_per_token(family) times this at seq_len 2L per
-    trained token, what it really computes (its `flops` metric stays the paper's 6ND).
-    """
+    N is every parameter of the built model with the tied embedding counted once: the lookup costs no matmul
+    but the tied output head is a vocab × d_model matmul, so counting it once is exact. The attention term
+    counts the full T×T score matrix for every family (the formula gives causal attention no discount), so ar
+    and mdm MFU compare directly. bd3lm's passes read x_t ⊕ x_0: its trainer counts processed_per_token(family)
+    times this at seq_len 2L per trained token, what it really computes (its `flops` metric stays the paper's
+    6ND)."""
     return 6.0 * num_params_actual + 12.0 * layers * heads * head_dim * seq_len
 
 

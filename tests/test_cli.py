@@ -128,12 +128,12 @@ def test_plan_imports_nothing_heavy() -> None:
 @pytest.mark.parametrize("expr, message", [
     ("schedule>1", "--where 'schedule>1': 'schedule' compares with = or != only; <, <=, >, >= compare the numeric "
                    "keys (unique_tokens, epochs, tokens, steps, flops, num_params, seed, eps, lr_peak, lr_min, "
-                   "warmup_fraction, weight_decay, grad_clip, dropout, init_std, batch_sequences, eval_points, "
+                   "warmup_fraction, warmup_steps, decay_fraction, weight_decay, grad_clip, dropout, init_std, batch_sequences, eval_points, "
                    "mdm_eval_samples, attention_dropout, input_mask_rate, orderings, mdm_min_mask_rate, "
                    "ar_fraction, block_size, checkpoint_every_minutes)"),
     ("precision<2", "--where 'precision<2': 'precision' compares with = or != only;"),
     ("betas>=0.5", "--where 'betas>=0.5': 'betas' is not a filter key; filter on id, name, family,"),
-    ("schedule=cosin", "--where 'schedule=cosin': 'schedule' is one of cosine, linear, constant, not 'cosin'; "
+    ("schedule=cosin", "--where 'schedule=cosin': 'schedule' is one of cosine, linear, constant, wsd, not 'cosin'; "
                        "did you mean 'cosine'?"),
     ("compile=yes", "--where 'compile=yes': 'compile' is true or false"),
     ("epochs=ten", "--where 'epochs=ten': 'ten' is not a number"),

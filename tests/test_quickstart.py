@@ -34,7 +34,7 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     profile = write_profile(tmp_path)
     spec = REPO / "sweeps" / "quickstart.yaml"
     start = time.perf_counter()
-    result = sweeper("run", spec, "--backend", profile, timeout=1800)
+    result = sweeper("run", spec, "--backend", profile, timeout=1800, cwd=REPO)  # its task files name data from here
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "45 trials: 0 finished, 45 to run" in result.stdout
@@ -42,6 +42,9 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert len(children) == 45 and {r.info.status for r in children} == {"FINISHED"}
     assert len({r.data.tags["sweeper.trial_id"] for r in children}) == 45
     print(f"quickstart trained in {elapsed:.0f} s")
+    # each trial's worker scored its final weights on the quickstart's own task after training
+    assert all(0.0 <= r.data.metrics["eval/quickstart_next/acc"] <= 1.0 for r in children)
+    assert all('"at": "final"' in r.data.tags["sweeper.eval/quickstart_next"] for r in children)
 
     # Both families learn more than token frequencies: each ends well below the cross-entropy that
     # the pool's unigram distribution scores on the validation set.
@@ -64,6 +67,11 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert len(list((out / "figures").glob("*.png"))) >= 4
     assert (out / "figures" / "curves.png").is_file()  # every trial's curve, read back from MLflow
+    text = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Downstream tasks" in text and "### quickstart\\_next" in text
+    assert (out / "figures" / "downstream.png").is_file()
+    # a model that learned the source beats chance (0.25) on it: AR at its best U
+    assert by_name["ar-qs-m-U1M-e1"].data.metrics["eval/quickstart_next/acc"] > 0.4
     fit = json.loads(sweeper("fit", spec, "--backend", profile, "--format", "json", "--bootstrap", "200").stdout)
     half_life = {family: fit["families"][family]["R_D_star"] for family in ("ar", "mdm")}
     # mdm's R*_D may run to its search bound (no decay seen): its lower ends still sit far above

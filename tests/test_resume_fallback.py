@@ -71,7 +71,8 @@ def test_the_newest_checkpoint_is_passed_over_for_the_one_before(written, report
     size = state.stat().st_size
     damage(state)
     payload = {"trial_dir": str(tmp_path / "trial"), "storage_endpoint": None}
-    assert train_from_newest_whole(CONFIG, POOL, VAL, payload, tmp_path / "scratch") is None
+    failure, checkpoint = train_from_newest_whole(CONFIG, POOL, VAL, payload, tmp_path / "scratch")
+    assert failure is None and checkpoint is not None and checkpoint.endswith("step_00000016")
     first = reports[0]
     assert first[WARNING_KEY] == (f"the checkpoint {persisted[12]} {problem.format(size=size)}: "
                                   f"resuming from {persisted[6]}")
@@ -87,7 +88,8 @@ def test_with_no_whole_checkpoint_the_trial_trains_from_step_zero(written, repor
     for folder in persisted.values():
         (folder / "complete.json").unlink()
     payload = {"trial_dir": str(tmp_path / "trial"), "storage_endpoint": None}
-    assert train_from_newest_whole(CONFIG, POOL, VAL, payload, tmp_path / "scratch") is None
+    failure, checkpoint = train_from_newest_whole(CONFIG, POOL, VAL, payload, tmp_path / "scratch")
+    assert failure is None and checkpoint is not None and checkpoint.endswith("step_00000016")
     reason = "has no complete.json (it was cut off while being written or copied, or an older sweeper wrote it)"
     assert reports[0][WARNING_KEY] == (f"the checkpoint {persisted[12]} {reason}; the checkpoint {persisted[6]} "
                                        f"{reason}: training from step 0")

@@ -88,9 +88,9 @@ CASES = [
     ("unknown override key", MINIMAL + "overrides:\n  - when: {family: mdm}\n    set: {lr: 1.0}\n",
      "spec.yaml:19 overrides[0].set.lr: unknown key 'lr' in override settings (train keys) (known keys: "
      "ar_fraction, attention_dropout, batch_sequences, betas, block_size, checkpoint_every_minutes, compile, "
-     "dropout, dual_val_loss, eps, eval_points, eval_spacing, grad_clip, init_std, input_mask_rate, lr_min, "
-     "lr_peak, mdm_eval_samples, mdm_loss_weight, mdm_min_mask_rate, mdm_t_sampling, optimizer, orderings, "
-     "precision, schedule, seed, warmup_fraction, "
+     "decay_fraction, decay_shape, dropout, dual_val_loss, eps, eval_points, eval_spacing, grad_clip, init_std, "
+     "input_mask_rate, lr_min, lr_peak, mdm_eval_samples, mdm_loss_weight, mdm_min_mask_rate, mdm_t_sampling, "
+     "optimizer, orderings, precision, schedule, seed, share_prefix, warmup_fraction, warmup_steps, "
      "weight_decay)"),
     ("include with a list", MINIMAL + "include:\n  - {family: ar, model: tiny, unique_tokens: [8k, 9k]}\n",
      "spec.yaml:18 include[0].unique_tokens: an include entry is one point: give one value (use a grid block for lists)"),

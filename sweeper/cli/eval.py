@@ -10,7 +10,6 @@ costs only itself: the command still exits 0 and the trial stays FINISHED.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 from sweeper.cli.context import Context
@@ -99,50 +98,30 @@ def to_evaluate(ctx: Context, trials: list[Any],
     return todo, finished
 
 
-def check_task_dirs(spec: Any, settings: Any) -> None:
-    from pathlib import Path
-
-    from sweeper.console import UserError
-
-    for i, folder in enumerate(settings.task_dirs):
-        if not Path(folder).is_dir():
-            raise UserError(f"{spec.file} evals.task_dirs[{i}]: no folder {folder} here (relative paths are "
-                            "relative to the working folder)")
-
-
 def evaluate(ctx: Context, settings: Any, todo: list[tuple[Any, Any, list[str]]], device: str) -> int:
-    import importlib.metadata
-    import importlib.util
     import tempfile
     from pathlib import Path
 
-    from sweeper.cli.train import check_device, checkpoint_of_run, read_model
+    from sweeper.cli.train import check_device, checkpoint_of_run
     from sweeper.console import UserError, console, err_console
-    from sweeper.evals.stage import TaskFailed, evaluate_task, quiet, record, task_manager, unknown_tasks
-    from sweeper.spec.schema import suggest
+    from sweeper.driver.evals import check_evals, evals_payload, load_weights, score
+    from sweeper.evals.stage import record
 
     spec, profile = ctx.spec, ctx.profile
-    if importlib.util.find_spec("lm_eval") is None:
-        raise UserError("sweeper eval needs lm-evaluation-harness, which is not installed here: "
-                        "pip install -e '.[evals]' (or lm_eval==0.4.13)")
     check_device(device)
-    check_task_dirs(spec, settings)
-    quiet()  # before lm-eval is imported: its progress bars read the environment then
-    from sweeper.data import find, open_tokenizer
-    from sweeper.evals.harness import Samplers, SweeperLM
-    from sweeper.trainer import sample_ar, sample_bd3lm, sample_mdm
+    wanted = tuple(sorted({task for _, _, missing in todo for task in missing}))
+    import dataclasses
 
-    wanted = sorted({task for _, _, missing in todo for task in missing})
-    manager = task_manager(settings.task_dirs, wanted)
-    for task in unknown_tasks(manager, wanted):
-        where = "--tasks" if ctx.args.tasks is not None else f"{spec.file} evals.tasks"
-        raise UserError(f"{where}: lm-eval knows no task {task!r}{suggest(task, manager.all_tasks)}")
+    manager = check_evals(spec, dataclasses.replace(settings, tasks=wanted),
+                          "--tasks" if ctx.args.tasks is not None else f"{spec.file} evals.tasks")
+    from sweeper.data import find, open_tokenizer
+    from sweeper.trainer import CheckpointUnreadable
+
     manifest = find(spec.data, profile.storage_location())
     if manifest is None:
         raise UserError(f"{spec.file}: its data is not prepared here; run `sweeper data {spec.file}`")
     tokenizer = open_tokenizer(manifest)
-    samplers = Samplers(ar=sample_ar, mdm=sample_mdm, bd3lm=sample_bd3lm)
-    version = importlib.metadata.version("lm_eval")
+    payload = evals_payload(settings)
     total = sum(len(missing) for _, _, missing in todo)
     done = failed = 0
     with _Progress(err_console, total) as progress:
@@ -150,36 +129,32 @@ def evaluate(ctx: Context, settings: Any, todo: list[tuple[Any, Any, list[str]]]
             with tempfile.TemporaryDirectory(prefix="sweeper-eval-") as scratch:
                 try:
                     checkpoint = checkpoint_of_run(run.info.run_id, ctx, Path(scratch))
-                    model, config = read_model(checkpoint, f"trial {trial.id}", spec.file, tokenizer, device)
-                except UserError as error:
+                    model, config, tokens = load_weights(checkpoint, settings.at, device)
+                except (UserError, CheckpointUnreadable) as error:
                     err_console.print(f"{trial.name} ({trial.id}): not evaluated, {error}", markup=False,
                                       soft_wrap=True)
                     failed += len(missing)
                     progress.advance(len(missing))
                     continue
-            lm = SweeperLM(model, config, tokenizer, samplers=samplers, mc_samples=settings.mc_samples,
-                           on_progress=progress.requests)
-            step = int(run.data.metrics.get("final/tokens_trained", 0))
-            for task in missing:
-                progress.start(f"{trial.name} {task}")
-                started = time.monotonic()
-                try:
-                    metrics = evaluate_task(lm, task, manager, num_fewshot=settings.num_fewshot, limit=settings.limit)
-                except TaskFailed as error:
-                    err_console.print(f"{trial.name} ({trial.id}) {task}: failed, {error}", markup=False,
-                                      soft_wrap=True)
-                    failed += 1
-                    progress.advance(1)
-                    continue
-                seconds = time.monotonic() - started
-                how = {"at": settings.at, "num_fewshot": settings.num_fewshot, "limit": settings.limit,
-                       "read_as": lm.kind, "lm_eval": version, "seconds": round(seconds, 2),
-                       **({"mc_samples": settings.mc_samples} if lm.kind != "ar" else {})}
-                record(ctx.tracking().client, run.info.run_id, task, metrics, how, step)
-                done += 1
+            if config.vocab_size != tokenizer.vocab_size:
+                raise UserError(f"trial {trial.id} was trained with {config.vocab_size:,} ids, but the tokenizer "
+                                f"of {spec.file} has {tokenizer.vocab_size:,}: pass the spec it was trained from")
+            outcomes = score(model, config, tokenizer, payload, missing, manager, tokens,
+                             on_start=lambda task, name=trial.name: progress.start(f"{name} {task}"),
+                             on_requests=progress.requests)
+            for outcome in outcomes:
                 progress.advance(1)
-                console.print(f"{trial.name} ({trial.id}) {task}: {_summary(task, metrics)} ({seconds:.1f} s)",
-                              markup=False, soft_wrap=True)
+                if outcome.failure is not None or outcome.metrics is None:
+                    err_console.print(f"{trial.name} ({trial.id}) {outcome.task}: failed, {outcome.failure}",
+                                      markup=False, soft_wrap=True)
+                    failed += 1
+                    continue
+                record(ctx.tracking().client, run.info.run_id, outcome.task, outcome.metrics, outcome.how or {},
+                       outcome.tokens)
+                done += 1
+                seconds = (outcome.how or {}).get("seconds", 0.0)
+                console.print(f"{trial.name} ({trial.id}) {outcome.task}: {_summary(outcome.task, outcome.metrics)} "
+                              f"({seconds:.1f} s)", markup=False, soft_wrap=True)
     tail = f", {failed} failed" if failed else ""
     console.print(f"evaluated {done} task{'s' * (done != 1)} on {len(todo)} trial{'s' * (len(todo) != 1)}{tail}",
                   soft_wrap=True)

@@ -123,3 +123,42 @@ def _generate(hmm: HiddenMarkov, rng: np.random.Generator, cum_moves: np.ndarray
 def as_text(symbols: np.ndarray) -> str:
     """A document as text for a text tokenizer: symbol s is the letter U+4E00 + s."""
     return (symbols.astype(np.uint32) + TEXT_BASE).astype("<u4").tobytes().decode("utf-32-le")
+
+
+def next_symbols_task(source: SyntheticSource, *, questions: int, context: int, choice: int,
+                      distractors: str = "uniform", stream: int = 2, seed: int = 2) -> list[dict[str, object]]:
+    """A multiple-choice task on unseen documents of `source` (stream 2: pools read stream 0 and a
+    validation set stream 1): after `context` symbols of a document, pick the `choice` symbols that
+    follow among four. The three wrong choices are `choice` symbols drawn uniformly ("uniform": a
+    model that learned which symbol may follow which tells them apart) or runs of the source taken
+    from other documents ("source": each is a likely run of the process on its own, so only a model
+    that tracks the hidden state through the context picks the true one). Chance is 1/4. Each
+    question is an lm-eval document: {"id", "context", "choices", "label"}, symbols written as
+    space-separated numbers (the symbol tokenizer's text form)."""
+    if distractors not in ("uniform", "source"):
+        raise ValueError(f"distractors must be uniform or source, got {distractors!r}")
+    block = next(documents(source, stream=stream))
+    if context + choice > block.shape[1]:
+        raise ValueError(f"context + choice = {context + choice} symbols exceed a document ({block.shape[1]})")
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, object]] = []
+    for i in range(questions):
+        doc = block[i % len(block)]
+        start = int(rng.integers(0, len(doc) - context - choice))
+        prompt, truth = doc[start:start + context], doc[start + context:start + context + choice]
+        if distractors == "uniform":
+            wrong = [rng.integers(0, source.symbols, choice).tolist() for _ in range(3)]
+        else:
+            wrong = []
+            while len(wrong) < 3:
+                other = block[int(rng.integers(0, len(block)))]
+                at = int(rng.integers(0, len(other) - choice))
+                run = other[at:at + choice].tolist()
+                if run != truth.tolist() and run not in wrong:
+                    wrong.append(run)
+        choices = [truth.tolist(), *wrong]
+        order = rng.permutation(4)
+        out.append({"id": f"symbols-{i}", "context": " ".join(map(str, prompt.tolist())),
+                    "choices": [" ".join(map(str, choices[k])) for k in order],
+                    "label": int(np.flatnonzero(order == 0)[0])})
+    return out

@@ -57,6 +57,10 @@ def preflight(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence
     to train. An int is the exit code when nothing is. `claim` is called once storage is known
     writable and before MLflow is opened (the driver's lock on the sweep, sweeper.driver.lock); it
     raises UserError when another driver runs the sweep."""
+    if spec.evals is not None:  # task names and folders, before anything trains
+        from sweeper.driver.evals import check_evals
+
+        check_evals(spec, spec.evals, f"{spec.file} evals.tasks")
     uri = profile.tracking_uri()
     check_reachable(uri)
     root = profile.storage_root()

@@ -8,6 +8,7 @@ against the estimate; when stdout is not a terminal it prints plain log lines in
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -26,6 +27,8 @@ from sweeper.plan import ID_SCHEMA
 from sweeper.tracking import TAG_SCHEMA, TrialLog, Tracking, flatten, provenance
 from sweeper.trial import training_flops
 from sweeper.units import fmt_count, fmt_duration, fmt_sci
+from sweeper.driver.evals import EVALS_KEY, TaskOutcome
+from sweeper.evals.stage import TAG_PREFIX as EVAL_TAG_PREFIX
 from sweeper.driver.worker import CURVE_KEY, FAILURE_KEY, NODE_KEY, RESUMED_KEY, STORAGE_FULL_KEY, WARNING_KEY
 
 PLAIN_LOG_EVERY_S = 30.0
@@ -110,6 +113,9 @@ class SweepCallback(Callback):
             self._say(f"warning: {state.trial.name} ({state.trial.id}): {result[WARNING_KEY]}")
             if state.log is not None:
                 state.log.set_tags({"sweeper.warning": str(result[WARNING_KEY])[:5000]})
+        if EVALS_KEY in result:
+            self._record_eval(state, TaskOutcome.from_json(result[EVALS_KEY]))
+            return
         if "tokens" not in result or state.log is None:
             return
         if RESUMED_KEY in result:
@@ -123,6 +129,20 @@ class SweepCallback(Callback):
             state.val_loss = float(result["val/loss"])
         state.log.log({k: v for k, v in result.items() if k in self.metric_names and k != "tokens"}, step)
         self._refresh()
+
+    def _record_eval(self, state: TrialState, outcome: TaskOutcome) -> None:
+        """A downstream task the trial's worker evaluated after training: its metrics at the tokens
+        the evaluated weights had trained on, then its tag (sweeper.evals.stage), which marks it done;
+        a failed task is one line, and the trial stays finished."""
+        what = f"{state.trial.name} ({state.trial.id}) {outcome.task}"
+        if outcome.failure is not None or outcome.metrics is None or state.log is None:
+            self._say(f"{what}: not evaluated, {outcome.failure}")
+            return
+        state.log.log(outcome.metrics, outcome.tokens)
+        state.log.flush()
+        state.log.set_tags({f"{EVAL_TAG_PREFIX}{outcome.task}": json.dumps(outcome.how, sort_keys=True)})
+        shown = ", ".join(f"{k.rsplit('/', 1)[1]} {v:.4g}" for k, v in outcome.metrics.items() if not k.endswith("_stderr"))
+        self._say(f"{what}: {shown or 'no numeric metrics'}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         state = self._state(trial)

@@ -38,6 +38,7 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
     from ray.tune.logger import JsonLoggerCallback
 
     from sweeper.driver.checkpoints import resume_candidates
+    from sweeper.driver.evals import evals_payload
     from sweeper.driver.progress import SweepCallback
     from sweeper.trainer import METRICS
     from sweeper.driver.worker import no_space, run_trial
@@ -49,6 +50,7 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
     # The planner's TrialConfig goes to the worker as it is (Ray pickles it); the rest says where it
     # runs. Tune holds objects in a config as placeholders until a trial is added, so what Tune itself
     # reads (the trial's name and folder) is the plain `trial_id`.
+    evals = evals_payload(spec.evals) if spec.evals is not None else None
     payloads = [{
         "trial_id": t.id,
         "trial_config": t.config,
@@ -56,6 +58,7 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
         "data": data.location,
         "trial_dir": trial_dir(root, spec.experiment, t.id),
         "storage_endpoint": endpoint,
+        **({"evals": evals} if evals else {}),  # absent without an evals block: payloads as they were
     } for t in selection.to_run]
     spans_devices = any(t.sizing.devices > 1 for t in selection.to_run)
 

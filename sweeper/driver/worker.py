@@ -102,9 +102,11 @@ def run_trial(config: dict[str, Any]) -> None:
         return
     scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-{trial_config.trial_id}-"))
     try:
-        failure = train_from_newest_whole(trial_config, train_tokens, val_tokens, payload, scratch)
+        failure, checkpoint = train_from_newest_whole(trial_config, train_tokens, val_tokens, payload, scratch)
         if failure is not None:
             tune.report({FAILURE_KEY: failure})
+        elif payload.get("evals") and checkpoint is not None:
+            evaluate_after_training(checkpoint, payload, lambda metrics: tune.report(metrics))
     except StorageFull as full:
         remove_torn_newest(payload["trial_dir"], payload.get("storage_endpoint"))
         tune.report({STORAGE_FULL_KEY: str(full)})
@@ -113,8 +115,21 @@ def run_trial(config: dict[str, Any]) -> None:
         release_device_memory()
 
 
+def evaluate_after_training(checkpoint: str, payload: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> None:
+    """The downstream tasks of the spec's `evals` block on the trial's last checkpoint, in this
+    worker (the trial's resources), each outcome sent to the driver as soon as it exists (EVALS_KEY),
+    which logs it to the trial's MLflow run. A task that fails is its outcome: the trial stays
+    finished, and `sweeper eval` can try it again."""
+    from sweeper.driver.evals import EVALS_KEY, evaluate_trained
+    from sweeper.trainer.distributed import resolve_device
+
+    device = str(resolve_device(payload["trial_config"].device))
+    for outcome in evaluate_trained(checkpoint, payload, device):
+        send({EVALS_KEY: outcome.to_json()})
+
+
 def train_from_newest_whole(trial_config: Any, train_tokens: Any, val_tokens: Any, payload: dict[str, Any],
-                            scratch: Path) -> str | None:
+                            scratch: Path) -> tuple[str | None, str | None]:
     """Train the trial from its newest checkpoint that loads, else from step 0. A checkpoint that is
     torn in storage (see `resume_candidates`) is passed over, and so is one that does not load (a
     damaged state); the first result carries a warning naming each. Returns what
@@ -131,7 +146,8 @@ def train_from_newest_whole(trial_config: Any, train_tokens: Any, val_tokens: An
                                  warning=fallback_warning(passed_over, checkpoint, payload["trial_dir"]),
                                  curve=kept_curve(checkpoint))
         try:
-            return train_to_the_end(trial_config, train_tokens, val_tokens, reporter, scratch, resume_from)
+            return train_to_the_end(trial_config, train_tokens, val_tokens, reporter, scratch, resume_from,
+                                    keep_best=(payload.get("evals") or {}).get("at") == "best")
         except CheckpointUnreadable as error:
             where = shown_path(payload["trial_dir"], checkpoint.path)  # type: ignore[union-attr]
             passed_over.append(f"the checkpoint {where} {error.problem}")
@@ -167,21 +183,22 @@ def fallback_warning(passed_over: list[str], resumed: Any, trial_dir: str) -> st
 
 
 def train_to_the_end(trial_config: Any, train_tokens: Any, val_tokens: Any, reporter: Callable[..., None],
-                     scratch: Path, resume_from: str | None) -> str | None:
-    """Train the trial, checkpointing under `scratch`. A deterministic failure (a TrialFailure that
-    is not `retryable`: a diverged loss, out of memory) is returned as its message, for the caller to
-    end the trial with and Ray not to retry; any other failure raises, so Ray retries the trial from
-    its last checkpoint."""
+                     scratch: Path, resume_from: str | None, keep_best: bool = False) -> tuple[str | None, str | None]:
+    """Train the trial, checkpointing under `scratch` (with the best-validation weights when
+    `keep_best`, for evals.at: best). Returns (failure, the last checkpoint): a deterministic failure
+    (a TrialFailure that is not `retryable`: a diverged loss, out of memory) as its message, for the
+    caller to end the trial with and Ray not to retry; any other failure raises, so Ray retries the
+    trial from its last checkpoint."""
     from sweeper.trainer import TrialFailure, train
 
     try:
-        train(trial_config, train_tokens, val_tokens, reporter, checkpoint_dir=str(scratch / "checkpoints"),
-              resume_from=resume_from)
+        result = train(trial_config, train_tokens, val_tokens, reporter, checkpoint_dir=str(scratch / "checkpoints"),
+                       resume_from=resume_from, keep_best=keep_best)
     except TrialFailure as failure:
         if failure.retryable:
             raise
-        return str(failure)
-    return None
+        return str(failure), None
+    return None, result.checkpoint_dir
 
 
 def release_device_memory() -> None:
@@ -323,9 +340,13 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         if rank != 0:
             follower = threading.Thread(target=_follow_reports, name="sweeper-report-follower", daemon=True)
             follower.start()
-        failure = train_to_the_end(trial_config, train_tokens, val_tokens, reporter, scratch, resume_from)
+        evals = payload.get("evals")
+        failure, checkpoint = train_to_the_end(trial_config, train_tokens, val_tokens, reporter, scratch,
+                                               resume_from, keep_best=(evals or {}).get("at") == "best")
         if failure is not None:
             raise TerminalFailure(failure)
+        if evals and rank == 0 and checkpoint is not None:  # the other ranks follow its reports
+            evaluate_after_training(checkpoint, payload, lambda metrics: _lead_report(metrics, None))
         # After a failure the followers are left waiting: Train ends the whole worker group then.
         if rank == 0:
             _broadcast(False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeper.fit import ablations, figures, render
+from sweeper.fit import ablations, downstream, figures, render
 from sweeper.fit.laws import PARAMETER_NAMES
 from sweeper.fit.results import SYMBOLS, Analysis
 from sweeper.fit.table import TrialCurve
@@ -161,8 +161,31 @@ def _ablation_blocks(found: Sequence[ablations.Axis], drawn: list[tuple[str, str
     return blocks
 
 
+def _downstream_blocks(rows: Sequence[Mapping[str, Any]], loss: render.Loss, folder: Path) -> list[Block]:
+    """The downstream section (sweeper.fit.downstream); [] when no trial holds a task's score."""
+    metrics = downstream.task_metrics(rows)
+    if not metrics:
+        return []
+    which = "best" if loss == "best" else "final"
+    by_task = {task: (metric, downstream.scored(rows, task, metric, which)) for task, metric in metrics.items()}
+    blocks: list[Block] = [Heading("Downstream tasks"), Paragraph(
+        "lm-evaluation-harness tasks scored on each trial's evaluated weights (`evals` in the spec, or "
+        "`sweeper eval`): ar exactly, the diffusion families by the Monte-Carlo ELBO of each answer. Per "
+        f"task and U, each family's trial with the lowest {which} validation loss over every model size "
+        "and epoch count, as the paper compares them; scores ± one standard error.")]
+    for task, (metric, items) in by_task.items():
+        if items:
+            header, table_rows = downstream.table(items, metric)
+            blocks += [Heading(task, level=3), TableBlock(header, table_rows)]
+    caption = downstream.draw(by_task, folder / downstream.FIGURE)
+    if caption:
+        blocks.append(Figure(path=f"figures/{downstream.FIGURE}", caption=caption))
+    return blocks
+
+
 def build(analysis: Analysis, source: str, loss: render.Loss, drawn: list[tuple[str, str | None]],
-          *, has_curves: bool, ablation_blocks: Sequence[Block] = ()) -> list[Block]:
+          *, has_curves: bool, ablation_blocks: Sequence[Block] = (),
+          downstream_blocks: Sequence[Block] = ()) -> list[Block]:
     """The report's blocks; `drawn` lists every figure, the curves figure first when the input
     has curves (`has_curves`; a CSV input has none)."""
     blocks: list[Block] = [
@@ -172,6 +195,7 @@ def build(analysis: Analysis, source: str, loss: render.Loss, drawn: list[tuple[
     ]
     blocks += _family_blocks(analysis)
     blocks += _crit_blocks(analysis)
+    blocks += downstream_blocks
     blocks += ablation_blocks
     blocks.append(Heading("Figures"))
     if not has_curves:
@@ -250,7 +274,8 @@ def write_report(analysis: Analysis, out: Path, *, source: str, loss: render.Los
     `curves` are the trials' validation curves from the tracking store; None when the input
     carries none (a CSV), and the report says so instead of drawing them. `rows` are the
     `sweeper results` rows: those that set train options make the Ablations section
-    (sweeper.fit.ablations), and the curves figure draws the plain trials only.
+    (sweeper.fit.ablations), and the curves figure draws the plain trials only; their eval/<task>/
+    <metric> scores make the Downstream section (sweeper.fit.downstream).
     """
     (out / "figures").mkdir(parents=True, exist_ok=True)
     found = ablations.axes(rows)
@@ -268,11 +293,13 @@ def write_report(analysis: Analysis, out: Path, *, source: str, loss: render.Los
             extra.append((ablations.CURVES_FIGURE, ablations.draw_curves(
                 found, rows, by_id, out / "figures" / ablations.CURVES_FIGURE)))
     drawn += extra
+    evals = _downstream_blocks(rows, loss, out / "figures")
     blocks = build(analysis, source, loss, [d for d in drawn if d not in extra], has_curves=curves is not None,
-                   ablation_blocks=_ablation_blocks(found, extra) if found else ())
+                   ablation_blocks=_ablation_blocks(found, extra) if found else (), downstream_blocks=evals)
     markdown, page = out / "report.md", out / "report.html"
     markdown.write_text(to_markdown(blocks), encoding="utf-8")
     page.write_text(to_html(blocks, "Scaling-law fit"), encoding="utf-8")
+    evals_figures = tuple(out / b.path for b in evals if isinstance(b, Figure))
     return WrittenReport(markdown=markdown, html=page,
                          figures=tuple(out / "figures" / name for name, caption in drawn
-                                       if caption is not None))
+                                       if caption is not None) + evals_figures)

@@ -8,6 +8,15 @@ dimensions, data sources, tokenizer, U, tokens, validation set, every train hype
 precision), and nothing
 about how or where it runs (resources, micro-batch, compile, device, tracking, profile). So
 `25M` and `25000000`, key order and formatting give the same id under every profile.
+
+Prefix sharing (`share_prefix: true`, wsd only; `share_prefixes`): trials identical but for their
+length (epochs, tokens) and decay train the same steps up to their decay start (TrialConfig.decay_start),
+so the one of such a group whose decay starts last (the longest) is the *trunk*, trained from step 0, and
+each other one a *branch* that starts from the trunk's state after its own decay_start steps
+(`Trial.trunk_id`, `Trial.branch_step`) and trains only its decay. A branch keeps the id it has unshared:
+it is the same experiment. Its evaluation steps up to the branch point are the trunk's to run
+(`Plan.trunk_eval_steps`), since they generally differ from the trunk's own (each trial's are spaced
+over its own steps). `Plan.totals` sums both ways.
 """
 
 from __future__ import annotations
@@ -27,8 +36,8 @@ from sweeper.spec.expand import expand
 from sweeper.spec.presets import ModelSpec, num_params, num_params_actual
 from sweeper.profile import Hardware, Profile
 from sweeper.spec.schema import FieldError, plain
-from sweeper.plan.sizing import Sizing, estimate_device_seconds, size_trial, wall_seconds
-from sweeper.spec import DataSpec, SweepSpec, TrainSpec
+from sweeper.plan.sizing import Sizing, downstream_seconds, estimate_device_seconds, size_trial, wall_seconds
+from sweeper.spec import WSD_KEYS, DataSpec, SweepSpec, TrainSpec
 from sweeper.trial import HOW_KEYS, OPTION_DEFAULTS, Parallelism, TrialConfig, changed_options, \
     option_family_problem, options_label, processed_flops, processed_per_token, training_flops
 from sweeper.units import fmt_count, fmt_epochs
@@ -61,6 +70,10 @@ class Trial:
     wall_seconds: float
     cost: float | None
     origin: str  # file:line of the grid block that made it
+    # prefix sharing (module docstring): the trunk this trial branches from, None for one trained from step 0
+    trunk_id: str | None = None
+    branch_step: int = 0  # optimizer steps taken from the trunk (this trial's decay_start); 0 unless a branch
+    branch_device_seconds: float = 0.0  # a branch's own estimate: its decay steps and all its evaluations
 
     id = _from_config("trial_id")
     family = _from_config("family")
@@ -86,6 +99,11 @@ class Trial:
         token (bd3lm: 2, x_t ⊕ x_0; sweeper.trial.processed_flops); fits and C_crit compare on 6ND."""
         return processed_flops(self.num_params, self.tokens, self.family)
 
+    @property
+    def tokens_shared(self) -> int:
+        """Tokens a branch takes from its trunk: branch_step x tokens per step (0 unless a branch)."""
+        return self.branch_step * self.config.tokens_per_step
+
     def on_device(self, device: str, peak_flops: float | None) -> TrialConfig:
         """This trial's config to run on `device` (`sweeper train --device`): the how-settings that
         follow from where it runs change, nothing else."""
@@ -104,9 +122,17 @@ class Plan:
     merged_duplicates: int  # grid points that resolved to a trial already planned
 
     def totals(self) -> dict[str, Any]:
+        """Counts and sums over the trials, each trained from step 0 (`flops`, `device_hours`, `cost`)
+        and with prefix sharing (`*_shared`: a branch counts only what it trains past its branch point,
+        6·N·(D - tokens_shared), and its own device time; a branch whose trunk is not among these trials,
+        e.g. filtered out, counts in full). Without branches the shared totals equal the others."""
         families = Counter(t.family for t in self.trials)
         cost = [t.cost for t in self.trials]
-        return {
+        ids = {t.id for t in self.trials}
+        branches = [t for t in self.trials if t.trunk_id in ids]
+        saved_s = sum(t.device_seconds - t.branch_device_seconds for t in branches)
+        price = self.hardware.price_per_device_hour
+        totals = {
             "trials": len(self.trials),
             "per_family": dict(sorted(families.items())),
             "tokens": sum(t.tokens for t in self.trials),
@@ -116,7 +142,31 @@ class Plan:
             "makespan_hours": self.makespan_seconds() / 3600,
             "cost": sum(cost) if cost and None not in cost else None,  # type: ignore[arg-type]
             "not_fitting": sum(not t.sizing.fits for t in self.trials),
+            "trunks": len({t.trunk_id for t in branches}),
+            "branches": len(branches),
         }
+        flops_saved = sum(training_flops(t.num_params, t.tokens_shared) for t in branches)
+        totals |= {
+            "flops_shared": totals["flops"] - flops_saved,
+            "flops_processed_shared": totals["flops_processed"] - sum(
+                processed_flops(t.num_params, t.tokens_shared, t.family) for t in branches),
+            "device_hours_shared": totals["device_hours"] - saved_s / 3600,
+            "cost_shared": None if totals["cost"] is None or price is None else totals["cost"] - saved_s / 3600 * price,
+        }
+        return totals
+
+    def branches(self, trunk_id: str) -> tuple[Trial, ...]:
+        """The trials that branch from `trunk_id`, by branch step."""
+        return tuple(sorted((t for t in self.trials if t.trunk_id == trunk_id), key=lambda t: (t.branch_step, t.id)))
+
+    def trunk_eval_steps(self, trunk_id: str) -> tuple[int, ...]:
+        """The steps at which a trunk evaluates: its own eval_steps and each branch's up to its branch point
+        (the branch's curve takes those points from the trunk, so its val/loss_best is its unshared run's)."""
+        trunk = next(t for t in self.trials if t.id == trunk_id)  # StopIteration: not a trial of this plan
+        steps = set(trunk.eval_steps)
+        for branch in self.branches(trunk_id):
+            steps.update(s for s in branch.eval_steps if s <= branch.branch_step)
+        return tuple(sorted(steps))
 
     def makespan_seconds(self) -> float:
         """Longest-first list scheduling of wall times onto the profile's concurrent slots."""
@@ -138,6 +188,7 @@ def plan_sweep(spec: SweepSpec, profile: Profile) -> Plan:
             duplicates += 1
             continue
         trials[trial.id] = trial
+    trials = share_prefixes(trials, profile.hardware)
     ordered = tuple(sorted(trials.values(), key=lambda t: (-t.wall_seconds, t.id)))
     return Plan(spec_name=spec.name, experiment=spec.experiment, profile=profile.name, hardware=profile.hardware,
                 concurrency=profile.concurrency, trials=ordered, merged_duplicates=duplicates)
@@ -163,19 +214,27 @@ def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
         raise point.origin.error(f"unique_tokens {point.unique_tokens:,} is less than one sample "
                                  f"(seq_len + 1 = {data.seq_len + 1:,} tokens)")
     evals = eval_steps(steps, train.eval_points, train.eval_spacing)
-    val_samples = {"ar": 1, "dual": 1 + train.mdm_eval_samples}.get(point.family, train.mdm_eval_samples)
     sizing = size_trial(model, vocab_size=spec.vocab_size, seq_len=processed * data.seq_len,
                         batch_sequences=train.batch_sequences, precision=train.precision, hardware=hardware)
-    device_s = estimate_device_seconds(train_tokens=processed * steps * tokens_per_step,
-                                       eval_tokens=processed * len(evals) * data.validation_tokens * val_samples,
-                                       model=model, vocab_size=spec.vocab_size, seq_len=processed * data.seq_len,
-                                       hardware=hardware)
+    device_s = _device_seconds(family=point.family, model=model, data=data, vocab_size=spec.vocab_size,
+                               batch_sequences=train.batch_sequences, mdm_eval_samples=train.mdm_eval_samples,
+                               hardware=hardware, steps=steps, evaluations=len(evals))
     wall_s = wall_seconds(device_s, sizing, hardware)
     checkpoint_every = max(1, min(steps, math.floor(train.checkpoint_every_minutes * 60 / (wall_s / steps))))
+    if spec.evals is not None:  # the eval stage runs in the trial's worker after training: its time is the trial's
+        device_s += downstream_seconds(family=point.family, model=model, vocab_size=spec.vocab_size,
+                                       seq_len=data.seq_len, hardware=hardware, tasks=len(spec.evals.tasks),
+                                       limit=spec.evals.limit, mc_samples=spec.evals.mc_samples)
+        wall_s = wall_seconds(device_s, sizing, hardware)
     price = hardware.price_per_device_hour
     trial_id = trial_identity(family=point.family, model=model, data=data, train=train,
                               unique_tokens=point.unique_tokens, tokens=point.tokens)
     device = "cpu" if hardware.accelerator == "cpu" else "auto"
+    warmup, decay = schedule_steps(train, steps, math.ceil(point.unique_tokens / tokens_per_step))
+    if train.schedule == "wsd" and warmup > steps - decay:
+        raise point.origin.error(f"warmup_steps {warmup:,} is more than the {steps - decay:,} steps before the decay "
+                                 f"of {point.family}-{point.model} at {fmt_epochs(point.epochs)} epochs of "
+                                 f"U={fmt_count(point.unique_tokens)}: lower warmup_steps")
     try:
         config = TrialConfig(
             trial_id=trial_id, family=point.family, num_params=num_params(model, spec.vocab_size),  # type: ignore[arg-type]
@@ -183,7 +242,7 @@ def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
             vocab_size=spec.vocab_size, d_model=model.d_model, h_f=model.h_f, heads=model.heads,  # type: ignore[arg-type]
             head_dim=model.head_dim, layers=model.layers, dropout=train.dropout,  # type: ignore[arg-type]
             init_std=train.init_std, seq_len=data.seq_len, lr_peak=train.lr_peak, lr_min=train.lr_min,
-            warmup_steps=max(1, round(train.warmup_fraction * steps)), steps=steps, schedule=train.schedule,
+            warmup_steps=warmup, steps=steps, schedule=train.schedule, decay_steps=decay, decay_shape=train.decay_shape,
             betas=train.betas, eps=train.eps, weight_decay=train.weight_decay, grad_clip=train.grad_clip,
             batch_sequences=train.batch_sequences, micro_batch=sizing.micro_batch, eval_steps=evals,
             mdm_eval_samples=train.mdm_eval_samples, checkpoint_every_steps=checkpoint_every,
@@ -199,6 +258,65 @@ def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
         train=train, data=data, sizing=sizing, device_seconds=device_s, wall_seconds=wall_s,
         cost=None if price is None else device_s / 3600 * price, origin=f"{point.origin.file}:{point.origin.line}",
     )
+
+
+def schedule_steps(train: TrainSpec, steps: int, epoch_steps: int) -> tuple[int, int]:
+    """(warmup steps, decay steps) of a trial of `steps` optimizer steps, `epoch_steps` = ceil(U / tokens per
+    step) of them to an epoch. cosine, linear, constant: max(1, round(warmup_fraction x steps)), 0. wsd:
+    warmup_steps, or when null max(1, round(warmup_fraction x epoch_steps)) (wsd keeps warmup_fraction at its
+    default, 0.01), which depends on U and the batch only, never on the trial's length (lowered to the decay
+    start where a trial is shorter than that); decay steps
+    max(1, round(decay_fraction x steps)), Python's round (halves to even)."""
+    if train.schedule != "wsd":
+        return max(1, round(train.warmup_fraction * steps)), 0
+    decay = max(1, round(train.decay_fraction * steps))
+    if train.warmup_steps is not None:
+        return train.warmup_steps, decay
+    return min(max(1, round(train.warmup_fraction * epoch_steps)), steps - decay), decay
+
+
+def _device_seconds(*, family: str, model: ModelSpec, data: DataSpec, vocab_size: int, batch_sequences: int,
+                    mdm_eval_samples: int, hardware: Hardware, steps: int, evaluations: int) -> float:
+    """Estimated device-seconds of `steps` optimizer steps and `evaluations` validation passes (sizing)."""
+    processed = processed_per_token(family)  # bd3lm reads x_t ⊕ x_0: twice the tokens, sequences 2L long
+    val_samples = {"ar": 1, "dual": 1 + mdm_eval_samples}.get(family, mdm_eval_samples)
+    return estimate_device_seconds(train_tokens=processed * steps * batch_sequences * data.seq_len,
+                                   eval_tokens=processed * evaluations * data.validation_tokens * val_samples,
+                                   model=model, vocab_size=vocab_size, seq_len=processed * data.seq_len,
+                                   hardware=hardware)
+
+
+# What may differ between a trunk and its branches: their length, their decay, and the counts that follow.
+_BRANCH_FIELDS = frozenset({"trial_id", "epochs", "tokens", "steps", "eval_steps", "decay_steps", "decay_shape"})
+
+
+def share_prefixes(trials: dict[str, Trial], hardware: Hardware) -> dict[str, Trial]:
+    """Prefix sharing (module docstring): among the wsd trials with share_prefix, those whose TrialConfig
+    and data agree in everything but _BRANCH_FIELDS and how-settings form a group; the one whose decay
+    starts last (then the most steps, then the lowest id) is the trunk, usually the longest, and every
+    other one with a decay_start > 0 branches from it there. The same tokens per step, warmup steps, lr
+    and seed make the trunk's first decay_start steps the branch's: the lr is at its peak until both
+    decay (sweeper.trainer.optim.lr_at), the loader's order of epoch k depends on (seed, k) only and every
+    random draw of a step on (seed, step)."""
+    groups: dict[str, list[Trial]] = {}
+    for trial in trials.values():
+        if trial.train.share_prefix and trial.config.schedule == "wsd":
+            config = {k: v for k, v in trial.config.to_dict().items() if k not in _BRANCH_FIELDS | HOW_KEYS}
+            key = json.dumps({"config": config, "data": _what(trial.data)}, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(trial)
+    out = dict(trials)
+    for group in groups.values():
+        trunk, *rest = sorted(group, key=lambda t: (-t.config.decay_start, -t.steps, t.id))
+        for trial in rest:
+            c = trial.config
+            if c.decay_start == 0:  # nothing to share
+                continue
+            own_s = _device_seconds(family=c.family, model=trial.model, data=trial.data, vocab_size=c.vocab_size,
+                                    batch_sequences=c.batch_sequences, mdm_eval_samples=c.mdm_eval_samples,
+                                    hardware=hardware, steps=c.decay_steps, evaluations=len(c.eval_steps))
+            out[trial.id] = dataclasses.replace(trial, trunk_id=trunk.id, branch_step=c.decay_start,
+                                                branch_device_seconds=own_s)
+    return out
 
 
 def _same_dropout(train: TrainSpec) -> dict[str, Any]:
@@ -226,7 +344,8 @@ def eval_steps(steps: int, points: int, spacing: str) -> tuple[int, ...]:
 
 # Short name parts for train settings a grid block sets away from the spec's train section.
 _SETTING_TAGS = {"lr_peak": "lr", "lr_min": "lrmin", "weight_decay": "wd", "dropout": "drop",
-                 "batch_sequences": "bs", "warmup_fraction": "warm", "grad_clip": "clip", "init_std": "init"}
+                 "batch_sequences": "bs", "warmup_fraction": "warm", "grad_clip": "clip", "init_std": "init",
+                 "warmup_steps": "warmup", "decay_fraction": "decay", "decay_shape": ""}
 
 
 def trial_name(point: Point, train: TrainSpec, spec_train: TrainSpec) -> str:
@@ -264,10 +383,12 @@ def trial_identity(*, family: str, model: ModelSpec, data: DataSpec, train: Trai
 
 @functools.lru_cache(maxsize=1024)
 def _train_what(train: TrainSpec) -> dict[str, Any]:
-    """The train settings an id hashes: each option of OPTION_DEFAULTS only where it differs from its
-    default (sweeper.trial), so ids planned before an option existed stay as they were."""
+    """The train settings an id hashes: each option of OPTION_DEFAULTS, and each of wsd's keys (WSD_KEYS),
+    only where it differs from its default (sweeper.trial), so ids planned before they existed stay as they
+    were; a wsd trial's id has schedule wsd, so it differs from its cosine twin's."""
     what = _what(train)
-    return {**{k: v for k, v in what.items() if k not in OPTION_DEFAULTS}, **changed_options(what)}
+    return {**{k: v for k, v in what.items() if k not in OPTION_DEFAULTS and not (k in WSD_KEYS and v == WSD_KEYS[k])},
+            **changed_options(what)}
 
 
 @functools.lru_cache(maxsize=1024)

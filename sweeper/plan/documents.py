@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,8 @@ def trial_json(trial: Trial) -> dict[str, Any]:
         "memory": memory, "resources": dict(trial.sizing.resources),
         "est_device_hours": trial.device_seconds / 3600, "est_wall_hours": trial.wall_seconds / 3600,
         "est_cost": trial.cost, "train": plain(trial.train), "origin": trial.origin,
+        "trunk_id": trial.trunk_id, "branch_step": trial.branch_step,
+        "est_branch_device_hours": trial.branch_device_seconds / 3600 if trial.trunk_id else None,
     }
 
 
@@ -68,7 +71,7 @@ def plan_json(spec: SweepSpec, plan: Plan) -> dict[str, Any]:
 
 CSV_COLUMNS = ("id", "name", "family", "model", "num_params", "unique_tokens", "epochs", "tokens", "steps", "flops",
                "seed", "micro_batch", "devices", "resources", "memory_bytes", "fits", "est_device_hours", "est_cost",
-               "tokens_trained", "epochs_trained", "state", "flops_processed")
+               "tokens_trained", "epochs_trained", "state", "flops_processed", "trunk_id", "branch_step")
 
 
 def plan_csv(plan: Plan, states: StoreStates | None = None) -> str:
@@ -81,7 +84,8 @@ def plan_csv(plan: Plan, states: StoreStates | None = None) -> str:
                          t.tokens, t.steps, repr(t.flops), t.seed, t.sizing.micro_batch, t.sizing.devices, resources,
                          t.sizing.memory.total, t.sizing.fits, f"{t.device_seconds / 3600:.6g}",
                          "" if t.cost is None else f"{t.cost:.2f}", t.tokens_trained, repr(t.epochs_trained),
-                         (states and states.state(t.id)) or "", repr(t.flops_processed)])
+                         (states and states.state(t.id)) or "", repr(t.flops_processed), t.trunk_id or "",
+                         t.branch_step])
     return out.getvalue()
 
 
@@ -89,17 +93,20 @@ def print_table(spec: SweepSpec, plan: Plan, *, filtered: bool, total: int, stat
     from sweeper.console import print_table as print_rows
 
     known = states is not None and states.states is not None
+    shared = any(t.trunk_id for t in plan.trials)
     columns = [("id", "left"), ("family", "left"), ("model", "left"), ("N", "right"), ("U", "right"),
                ("epochs", "right"), ("D", "right"), ("steps", "right"), ("FLOPs", "right"), ("memory", "right"),
                ("micro×accum", "right"), ("resources", "left"), ("est. time", "right"),
-               *((("state", "left"),) if known else ())]
+               *((("trunk/branch", "left"),) if shared else ()), *((("state", "left"),) if known else ())]
     rows = []
+    branches = Counter(t.trunk_id for t in plan.trials if t.trunk_id)
     for t in plan.trials:
         resources = " ".join(f"{v:g} {k}" for k, v in t.sizing.resources.items())
         memory = fmt_bytes(t.sizing.memory.total) + ("" if t.sizing.fits else " ✗")
         rows.append([t.id, t.family, t.model.name, fmt_count(t.num_params), fmt_count(t.unique_tokens),
                      fmt_epochs(t.epochs), tokens_cell(t), f"{t.steps:,}", flops_cell(t), memory,
                      f"{t.sizing.micro_batch}×{t.sizing.grad_accum}", resources, fmt_duration(t.wall_seconds),
+                     *((sharing_cell(t, branches),) if shared else ()),
                      *((states.state(t.id) or "",) if known else ())])  # type: ignore[union-attr]
     print_rows(f"{spec.name}: {len(plan.trials)} trials" + (f" of {total}" if filtered else ""), columns, rows,
                [None if t.sizing.fits else "red" for t in plan.trials])
@@ -115,8 +122,21 @@ def print_table(spec: SweepSpec, plan: Plan, *, filtered: bool, total: int, stat
         console.print(f"FLOPs a→b: {', '.join(doubled)} processes x_t ⊕ x_0, 2L tokens a sequence of L: a is the "
                       "paper's C = 6ND, b the compute its passes spend; fits and C_crit compare on 6ND",
                       markup=False, soft_wrap=True)
+    if spec.evals is not None:
+        documents = "all documents (1,000 assumed)" if spec.evals.limit is None else f"{spec.evals.limit:,} documents"
+        console.print(f"evals: each trial then scores {', '.join(spec.evals.tasks)} ({documents} a task) in its "
+                      "worker; the time above includes it", markup=False, soft_wrap=True)
     if states is not None:
         console.print(states.summary([t.id for t in plan.trials]), markup=False, soft_wrap=True)
+
+
+def sharing_cell(trial: Trial, branches: Counter[str | None]) -> str:
+    """Prefix sharing: `trunk, 9 branches`, `↳ 1a2b3c4d5e6f@7,629` (a branch from that trunk's state
+    after 7,629 steps), or '' for a trial trained alone."""
+    if trial.trunk_id:
+        return f"↳ {trial.trunk_id}@{trial.branch_step:,}"
+    count = branches.get(trial.id, 0)
+    return f"trunk, {count} branch{'es' if count > 1 else ''}" if count else ""
 
 
 def flops_cell(trial: Trial) -> str:
@@ -140,8 +160,16 @@ def print_summary(plan: Plan) -> None:
                      else "") + ") · "
                   f"{totals['device_hours']:,.1f} device-hours"
                   + (f" · ${totals['cost']:,.0f}" if totals["cost"] is not None else ""))
+    if totals["branches"]:
+        console.print(f"with prefix sharing ({totals['trunks']} trunks, {totals['branches']} branches, each training "
+                      f"only its decay): {fmt_sci(totals['flops_shared'])} FLOPs "
+                      f"({totals['flops_shared'] / totals['flops']:.2f}× of {fmt_sci(totals['flops'])}) · "
+                      f"{totals['device_hours_shared']:,.1f} device-hours"
+                      + (f" · ${totals['cost_shared']:,.0f}" if totals["cost_shared"] is not None else ""),
+                      markup=False, soft_wrap=True)
     console.print(f"on {plan.profile} ({plan.hardware.name}, {plan.hardware.total_devices} devices, "
-                  f"{plan.concurrency} concurrent): ≈{fmt_duration(plan.makespan_seconds())} wall, "
+                  f"{plan.concurrency} concurrent): ≈{fmt_duration(plan.makespan_seconds())} wall"
+                  + (" trained alone" if totals["branches"] else "") + ", "
                   f"assuming {plan.hardware.assumption()}")
     if totals["not_fitting"]:
         console.print(f"[red]{totals['not_fitting']} trials do not fit this profile's hardware "

@@ -149,3 +149,25 @@ def wall_seconds(device_seconds: float, sizing: Sizing, hardware: Hardware) -> f
     if hardware.accelerator == "cpu":
         span = hardware.cpus_per_trial * sizing.devices
     return device_seconds / span
+
+
+# The eval stage (the spec's `evals`: lm-eval tasks scored after training, sweeper.driver.evals).
+EVAL_TASK_OVERHEAD_S = 0.5  # lm-eval's own setup per task and trial (benchmarks/README.md, eval_speed.py)
+EVAL_ASSUMED_DOCUMENTS = 1000  # documents of a task without `limit`: the planner reads no task files
+EVAL_CHOICES = 4  # answers scored per document (multiple choice; a generation task is one)
+
+
+def downstream_seconds(*, family: str, model: ModelSpec, vocab_size: int, seq_len: int, hardware: Hardware,
+                       tasks: int, limit: int | None, mc_samples: int) -> float:
+    """Device-seconds of one trial's eval stage: per task, lm-eval's setup (EVAL_TASK_OVERHEAD_S) and
+    `limit` documents (EVAL_ASSUMED_DOCUMENTS without one) of EVAL_CHOICES answers, each read in one
+    window of seq_len tokens, forward only: ar one pass an answer, the diffusion families
+    `mc_samples` passes for the ELBO and about 4 for the greedy check (sweeper.evals.harness).
+    bd3lm's passes read twice the tokens. On the 2-core machine of benchmarks/eval_speed.py this
+    comes within ~2x of the measured time per question (qs-m: ar 1.3 ms, mdm 52 ms at 32 draws)."""
+    passes = 1 if family == "ar" else mc_samples + 4
+    processed = 2 if family == "bd3lm" else 1
+    documents = EVAL_ASSUMED_DOCUMENTS if limit is None else limit
+    tokens = tasks * documents * EVAL_CHOICES * passes * processed * seq_len
+    per_token = flops_per_token(model, vocab_size, processed * seq_len)
+    return tasks * EVAL_TASK_OVERHEAD_S + tokens * per_token / 3 / hardware.effective_flops

@@ -191,7 +191,15 @@ class TrainSpec:
     lr_peak: float = spec_field(2e-4, positive=True, max=1e4)
     lr_min: float = spec_field(2e-5, min=0, max=1e4)
     warmup_fraction: float = spec_field(0.01, min=0, below=1)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    # wsd only (warmup-stable-decay, Hägele et al. arXiv 2405.18392; sweeper.trainer.optim.lr_at); in trial ids
+    # only where they differ from these defaults, so no earlier id changes (sweeper.plan)
+    warmup_steps: int | None = spec_field(None, min=0, max=2**40, doc="wsd: warmup optimizer steps, one count for "
+                                          "every epoch count; null: 1% of one epoch's steps, at least 1")
+    decay_fraction: float = spec_field(0.2, positive=True, below=1,
+                                       doc="wsd: decay steps = max(1, round(decay_fraction x steps))")
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "1-sqrt"
+    share_prefix: bool = spec_field(False, doc="how, not what: wsd trials alike but for epochs train one trunk")
     weight_decay: float = spec_field(0.1, min=0, max=100)
     grad_clip: float | None = spec_field(1.0, positive=True, max=1e6, doc="null turns clipping off")
     dropout: float = spec_field(0.1, min=0, below=1)
@@ -224,9 +232,20 @@ class TrainSpec:
     def __post_init__(self) -> None:
         if self.lr_min > self.lr_peak:
             raise FieldError("lr_min", f"lr_min {self.lr_min:g} is above lr_peak {self.lr_peak:g}")
+        if self.schedule == "wsd" and self.warmup_fraction != WSD_WARMUP_FRACTION:
+            raise FieldError("warmup_fraction", f"warmup_fraction {self.warmup_fraction:g} does not apply to schedule "
+                                                "wsd, whose warmup is one step count for every epoch count: set "
+                                                "warmup_steps instead")
+        for key in WSD_KEYS if self.schedule != "wsd" else ():
+            if getattr(self, key) != WSD_KEYS[key]:
+                raise FieldError(key, f"{key} applies to schedule wsd only, not {self.schedule}: set schedule: wsd "
+                                      f"or leave {key} out")
 
 
 TRAIN_KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainSpec))
+_DEFAULTS = {f.name: f.default for f in fields(TrainSpec)}
+WSD_KEYS = {key: _DEFAULTS[key] for key in ("warmup_steps", "decay_fraction", "decay_shape", "share_prefix")}
+WSD_WARMUP_FRACTION = _DEFAULTS["warmup_fraction"]  # a wsd trial warms up for this fraction of one epoch's steps
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

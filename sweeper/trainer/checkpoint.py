@@ -4,6 +4,8 @@ A checkpoint is a folder `step_00001234/` under the trial's checkpoint root hold
   state.pt     model and optimizer (full, unsharded, keyed by parameter name), the loop's counters,
                and the RNG states of every process (torch, cuda, numpy, python)
   config.json  the TrialConfig that built the model (sampling rebuilds the model from it)
+  best.pt      only for a trial that keeps its best weights (`train(keep_best=True)`): the model's
+               weights at its best planned evaluation so far, with that step, its tokens and val loss
   complete.json  written last: the size and SHA-256 of each file above
 It is written into a hidden temporary folder and renamed into place, so a process killed while
 writing leaves either the previous checkpoint or the new one, never a torn one. Copies of it (Ray
@@ -34,6 +36,7 @@ import torch
 import torch.nn as nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
+    get_model_state_dict,
     get_state_dict,
     set_model_state_dict,
     set_state_dict,
@@ -45,6 +48,7 @@ from sweeper.trainer.errors import CheckpointUnreadable
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
+BEST_FILE = "best.pt"
 COMPLETE_FILE = "complete.json"
 _NAME = re.compile(r"^step_(\d{8})$")
 _READ_BYTES = 16 << 20
@@ -80,6 +84,7 @@ def checkpoint_problem(path: str | os.PathLike[str], *, checksums: bool = True) 
     for name in (STATE_FILE, CONFIG_FILE):
         if name not in files:
             return f"has a {COMPLETE_FILE} that does not list {name}"
+    for name in files:
         try:
             size = (path / name).stat().st_size
         except FileNotFoundError:
@@ -112,10 +117,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def model_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Collective: the model's full weights, copied to the CPU (a copy: training goes on in place),
+    keyed by parameter name as in a checkpoint."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in get_model_state_dict(model, options=options).items()}
+
+
 def write_checkpoint(root: str | os.PathLike[str], config: TrialConfig, model: nn.Module,
                      optimizer: torch.optim.Optimizer, loop_state: dict[str, Any],
-                     procs: Processes) -> str:
-    """Collective: every process calls it. Returns the checkpoint folder."""
+                     procs: Processes, best: dict[str, Any] | None = None) -> str:
+    """Collective: every process calls it. Returns the checkpoint folder. `best` (process 0's), when
+    given, is written as BEST_FILE: {"model": weights, "step", "tokens", "val_loss"}."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state, optim_state = get_state_dict(model, optimizer, options=options)
     rngs = gather_objects(rng_state(), procs)
@@ -128,8 +141,11 @@ def write_checkpoint(root: str | os.PathLike[str], config: TrialConfig, model: n
         state = {"model": model_state, "optimizer": optim_state, "loop": loop_state, "rng": rngs}
         _write_synced(tmp / STATE_FILE, lambda f: torch.save(state, f))
         _write_synced(tmp / CONFIG_FILE, lambda f: f.write(json.dumps(config.to_dict(), indent=1).encode()))
-        files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
-                 for name in (STATE_FILE, CONFIG_FILE)}
+        names = (STATE_FILE, CONFIG_FILE)
+        if best is not None:
+            _write_synced(tmp / BEST_FILE, lambda f: torch.save(best, f))
+            names += (BEST_FILE,)
+        files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in names}
         _write_synced(tmp / COMPLETE_FILE, lambda f: f.write(json.dumps({"files": files}, indent=1).encode()))
         if final.exists():  # rewriting a step after a resume: swap the old folder out first
             old = final.parent / f".{final.name}.old-{os.getpid()}"
@@ -160,6 +176,20 @@ def read_checkpoint(path: str | os.PathLike[str], *,
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise CheckpointUnreadable(str(path), f"does not load ({first})") from None
     return config, state
+
+
+def read_best(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The best weights a checkpoint folder keeps (BEST_FILE, see write_checkpoint), or None when it
+    keeps none. The folder is taken as read_checkpoint checked it; raises CheckpointUnreadable when
+    the file does not load."""
+    best = Path(path) / BEST_FILE
+    if not best.exists():
+        return None
+    try:
+        return torch.load(best, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (as in read_checkpoint)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise CheckpointUnreadable(str(path), f"has a {BEST_FILE} that does not load ({first})") from None
 
 
 def load_into(model: nn.Module, optimizer: torch.optim.Optimizer | None, state: dict[str, Any]) -> None:

@@ -23,7 +23,9 @@ import torch
 from sweeper.trainer import distributed
 from sweeper.trainer.checkpoint import (
     load_into,
+    model_snapshot,
     prune_checkpoints,
+    read_best,
     read_checkpoint,
     set_rng_state,
     write_checkpoint,
@@ -85,7 +87,7 @@ class _Window:
 
 def train(config: TrialConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, reporter: Reporter,
           *, checkpoint_dir: str | None = None, resume_from: str | None = None,
-          max_steps: int | None = None, keep_checkpoints: int = 2) -> TrainResult:
+          max_steps: int | None = None, keep_checkpoints: int = 2, keep_best: bool = False) -> TrainResult:
     """Train one trial and report its curve.
 
     train_tokens: the trial's pool, exactly U packed tokens (1-D integer array, memmap welcome).
@@ -96,12 +98,16 @@ def train(config: TrialConfig, train_tokens: np.ndarray, val_tokens: np.ndarray,
       `keep_checkpoints` are kept, older ones deleted once the reporter has had the newer.
     resume_from: a step_* checkpoint folder to continue from, exactly.
     max_steps: stop after this many optimizer steps of the trial (counted from its start).
+    keep_best: every checkpoint also keeps the model's weights at the trial's lowest val/loss over
+      the planned evaluations so far (sweeper.trainer.checkpoint, BEST_FILE), for downstream
+      evaluation of the best-validation model (`load_model(..., weights="best")`). Resumed from a
+      checkpoint without them, it keeps weights only once a later evaluation beats the stored best.
     Raises NonFiniteLoss or TrialOutOfMemory (terminal, `retryable = False`) on those failures.
     """
     wall_start = time.perf_counter()
     procs = distributed.start(config.device)
     try:
-        trial = _Trial(config, train_tokens, val_tokens, procs, resume_from)
+        trial = _Trial(config, train_tokens, val_tokens, procs, resume_from, keep_best)
         stop_step = config.steps if max_steps is None else max(0, min(config.steps, max_steps))
         return trial.run(reporter, stop_step, checkpoint_dir, keep_checkpoints, wall_start)
     except torch.OutOfMemoryError as error:
@@ -114,7 +120,7 @@ class _Trial:
     """One trial in one process: model, optimizer, data, counters."""
 
     def __init__(self, c: TrialConfig, train_tokens: np.ndarray, val_tokens: np.ndarray,
-                 procs: Processes, resume_from: str | None) -> None:
+                 procs: Processes, resume_from: str | None, keep_best: bool = False) -> None:
         check_token_ids(train_tokens, c.vocab_size, "the training pool")
         check_token_ids(val_tokens, c.vocab_size, "the validation set")
         chunks = c.batch_sequences // c.micro_batch
@@ -143,11 +149,13 @@ class _Trial:
         self.loop = _Loop()
         self.train_seconds = 0.0
         self.resumed_from = resume_from
+        self.keep_best, self.best, self.improved = keep_best, None, False
         if resume_from is not None:
             saved, state = read_checkpoint(resume_from)
             _check_same_trial(saved, c)
             load_into(self.model, self.optimizer, state)
             self.loop = _Loop(**state["loop"])
+            self.best = read_best(resume_from) if keep_best and procs.is_main else None
             set_rng_state(state["rng"][procs.rank % len(state["rng"])])
         else:
             # dropout draws from the global torch RNG; one stream per process
@@ -257,6 +265,7 @@ class _Trial:
             loop.val_loss_last = losses.pop("val/loss")
             metrics.update(losses)  # dual: val/loss_ar and val/loss_mdm
             if step in self.eval_steps:
+                self.improved = loop.val_loss_last < loop.val_loss_best
                 loop.val_loss_best = min(loop.val_loss_best, loop.val_loss_last)
             # an evaluation off the plan (a max_steps cut) counts for this report but is not
             # carried on, so a run resumed after the cut continues exactly as if never cut
@@ -275,6 +284,17 @@ class _Trial:
         trained = (step - self.start_step) * self.c.tokens_per_step
         return trained / self.train_seconds if self.train_seconds > 0 else 0.0
 
+    def remember_best(self, step: int) -> None:
+        """With keep_best: after a planned evaluation that beat every earlier one, copy the weights
+        (collective; process 0 keeps them) for the checkpoints to come."""
+        if not (self.keep_best and self.improved):
+            return
+        self.improved = False
+        weights = model_snapshot(self.model)
+        if self.procs.is_main:
+            self.best = {"model": weights, "step": step, "tokens": step * self.c.tokens_per_step,
+                         "val_loss": self.loop.val_loss_best}
+
     def checkpoint_due(self, last_save: float) -> bool:
         """Whether `checkpoint_every_s` has passed since the last checkpoint (or the start), so that a
         trial whose planned cadence was too sparse (its time estimate too low) still checkpoints as
@@ -292,6 +312,7 @@ class _Trial:
         last_checkpoint = self.resumed_from
         if loop.step == 0:  # the untrained model opens every curve
             metrics = self.point(0, None, stop_step)
+            self.remember_best(0)
             if stop_step == 0:
                 metrics.update(self.final_metrics(0, wall_start))
             if procs.is_main:
@@ -315,10 +336,11 @@ class _Trial:
             if not is_log:
                 continue
             metrics = self.point(step, window, stop_step)
+            self.remember_best(step)
             written = None
             if is_checkpoint and checkpoint_dir is not None:
                 written = write_checkpoint(checkpoint_dir, c, self.model, self.optimizer,
-                                           loop.to_dict(), procs)
+                                           loop.to_dict(), procs, best=self.best)
                 last_checkpoint, last_save = written, time.perf_counter()
             if step == stop_step:
                 metrics.update(self.final_metrics(step, wall_start))

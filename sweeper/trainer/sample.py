@@ -17,7 +17,8 @@ from typing import Literal
 
 import torch
 
-from sweeper.trainer.checkpoint import read_checkpoint
+from sweeper.trainer.checkpoint import read_best, read_checkpoint
+from sweeper.trainer.errors import CheckpointUnreadable
 from sweeper.trial import TrialConfig
 from sweeper.trainer.distributed import resolve_device
 from sweeper.trainer.model import ModelConfig, Transformer
@@ -25,10 +26,19 @@ from sweeper.trainer.model import ModelConfig, Transformer
 UnmaskOrder = Literal["random", "confident"]
 
 
-def load_model(checkpoint: str | os.PathLike[str], device: str = "cpu") -> tuple[Transformer, TrialConfig]:
+def load_model(checkpoint: str | os.PathLike[str], device: str = "cpu",
+               weights: str = "final") -> tuple[Transformer, TrialConfig]:
     """Rebuild the model a checkpoint folder (step_*) holds, in eval mode, on `device`; also from a
-    checkpoint written before completion markers. Raises CheckpointUnreadable when it does not load."""
+    checkpoint written before completion markers. `weights`: "final" (the checkpoint's own) or
+    "best" (the best-validation weights it keeps, see train's keep_best). Raises CheckpointUnreadable
+    when it does not load, or holds no best weights when asked for them."""
     config, state = read_checkpoint(checkpoint, marked_only=False)
+    if weights == "best":
+        best = read_best(checkpoint)
+        if best is None:
+            raise CheckpointUnreadable(str(checkpoint), "keeps no best-validation weights (its trial was trained "
+                                                        "without keeping them: evals.at: best was not set)")
+        state = best
     model = Transformer(ModelConfig.from_trial(config))
     model.load_state_dict(state["model"])
     return model.to(resolve_device(device)).eval(), config

@@ -1,5 +1,5 @@
 """`sweeper eval` end to end: the smoke sweep trained by `sweeper run` (real Ray, a real sqlite MLflow
-store), its trials evaluated on the offline task, once: a second call does nothing and says so. A
+store) before its spec had an evals block, its trials evaluated on the offline task, once: a second call does nothing and says so. A
 task whose data is missing fails in one line per trial, exit 0, the trials still FINISHED; user
 errors are one line and exit 2."""
 
@@ -30,10 +30,11 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     profile = profile.replace("sqlite:///mlflow.db", f"sqlite:///{folder / 'mlflow.db'}")
     profile = profile.replace("path: sweeper-store", f"path: {folder / 'store'}")
     (folder / "profile.yaml").write_text(profile)
-    (folder / "spec.yaml").write_text(SMOKE.read_text() + EVALS)
+    (folder / "spec.yaml").write_text(SMOKE.read_text() + EVALS)  # the same trials, and tasks for them
     env = {**os.environ, "SWEEPER_CACHE_DIR": str(folder / "cache")}
     env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, "-m", "sweeper.cli", "run", str(folder / "spec.yaml"), "--backend",
+    # trained without an evals block, as a sweep is before its spec gains one
+    done = subprocess.run([sys.executable, "-m", "sweeper.cli", "run", str(SMOKE), "--backend",
                            str(folder / "profile.yaml")], capture_output=True, text=True, timeout=300, env=env,
                           cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
