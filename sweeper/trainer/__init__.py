@@ -3,7 +3,8 @@
 Imports torch and numpy only (never the spec, the planner, Ray or MLflow), so it runs the same under
 Ray Tune, in a test or by hand. Entry points:
 
-    train(config, train_tokens, val_tokens, reporter, *, checkpoint_dir, resume_from, max_steps)
+    train(config, train_tokens, val_tokens, reporter, *, checkpoint_dir, resume_from, max_steps, keep_best,
+          extra_eval_steps, keep_steps, branch_from)   (the last three: prefix sharing, sweeper.trainer.branch)
     load_model(checkpoint) -> (model, config); sample_ar(...); sample_mdm(...); sample_bd3lm(...)
 
 Metric names are the table in `sweeper.trial` (METRICS).

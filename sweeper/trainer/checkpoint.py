@@ -2,7 +2,8 @@
 
 A checkpoint is a folder `step_00001234/` under the trial's checkpoint root holding
   state.pt     model and optimizer (full, unsharded, keyed by parameter name), the loop's counters,
-               and the RNG states of every process (torch, cuda, numpy, python)
+               the RNG states of every process (torch, cuda, numpy, python), and for a trunk of
+               prefix sharing its record for the branches (sweeper.trainer.branch, RECORD_KEY)
   config.json  the TrialConfig that built the model (sampling rebuilds the model from it)
   best.pt      only for a trial that keeps its best weights (`train(keep_best=True)`): the model's
                weights at its best planned evaluation so far, with that step, its tokens and val loss
@@ -28,6 +29,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +128,11 @@ def model_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def write_checkpoint(root: str | os.PathLike[str], config: TrialConfig, model: nn.Module,
                      optimizer: torch.optim.Optimizer, loop_state: dict[str, Any],
-                     procs: Processes, best: dict[str, Any] | None = None) -> str:
+                     procs: Processes, best: dict[str, Any] | None = None,
+                     shared: dict[str, Any] | None = None) -> str:
     """Collective: every process calls it. Returns the checkpoint folder. `best` (process 0's), when
-    given, is written as BEST_FILE: {"model": weights, "step", "tokens", "val_loss"}."""
+    given, is written as BEST_FILE: {"model": weights, "step", "tokens", "val_loss"}. `shared`: more
+    entries of state.pt, plain data and tensors (a trunk's record, sweeper.trainer.branch)."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state, optim_state = get_state_dict(model, optimizer, options=options)
     rngs = gather_objects(rng_state(), procs)
@@ -138,7 +142,7 @@ def write_checkpoint(root: str | os.PathLike[str], config: TrialConfig, model: n
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        state = {"model": model_state, "optimizer": optim_state, "loop": loop_state, "rng": rngs}
+        state = {"model": model_state, "optimizer": optim_state, "loop": loop_state, "rng": rngs, **(shared or {})}
         _write_synced(tmp / STATE_FILE, lambda f: torch.save(state, f))
         _write_synced(tmp / CONFIG_FILE, lambda f: f.write(json.dumps(config.to_dict(), indent=1).encode()))
         names = (STATE_FILE, CONFIG_FILE)
@@ -203,12 +207,15 @@ def load_into(model: nn.Module, optimizer: torch.optim.Optimizer | None, state: 
                        optim_state_dict=state["optimizer"], options=options)
 
 
-def prune_checkpoints(root: str | os.PathLike[str], keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints (after the reporter has taken the newest)."""
+def prune_checkpoints(root: str | os.PathLike[str], keep: int, protected: Collection[int] = ()) -> None:
+    """Delete all but the newest `keep` checkpoints and those of the steps in `protected` (a trunk's
+    branch points), after the reporter has taken the newest."""
     root = Path(root)
     names = sorted(p.name for p in root.iterdir() if _NAME.match(p.name))
+    spared = {checkpoint_name(step) for step in protected}
     for name in names[:-keep] if keep > 0 else names:
-        shutil.rmtree(root / name, ignore_errors=True)
+        if name not in spared:
+            shutil.rmtree(root / name, ignore_errors=True)
 
 
 def _write_synced(path: Path, write: Any) -> None:

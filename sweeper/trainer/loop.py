@@ -14,13 +14,15 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
 from sweeper.trainer import distributed
+from sweeper.trainer.branch import BRANCH_POINT_KEY, BRANCHED_KEY, RECORD_KEY, SHARED_KEY, TrunkRecord, \
+    check_resume, check_sharing, open_branch, resumed_record
 from sweeper.trainer.checkpoint import (
     load_into,
     model_snapshot,
@@ -32,18 +34,16 @@ from sweeper.trainer.checkpoint import (
 )
 from sweeper.trainer.distributed import Processes, all_reduce_sum, set_grad_sync
 from sweeper.trainer.evaluation import validation_loss
-from sweeper.trainer.errors import NonFiniteLoss, TrialOutOfMemory
-from sweeper.trial import HOW_KEYS, TrialConfig, model_flops_utilisation, palm_flops_per_token, \
+from sweeper.trainer.errors import TrialOutOfMemory
+from sweeper.trial import TrialConfig, model_flops_utilisation, palm_flops_per_token, \
     processed_flops, processed_per_token, training_flops
 from sweeper.trainer.loader import SampleStream, ValidationSet, check_token_ids, to_device
 from sweeper.trainer.model import ModelConfig, Transformer
-from sweeper.trainer.objectives import block_loss_sums, dual_choice, dual_loss_sums, family_loss_sums, \
-    input_mask, train_noise
-from sweeper.trainer.orderings import training_orders
+from sweeper.trainer.objectives import block_loss_sums, dual_loss_sums, family_loss_sums
 from sweeper.trainer.optim import lr_at, make_optimizer
+from sweeper.trainer.steps import LossWindow, step_noise
 
 Reporter = Callable[[dict[str, float], str | None], None]
-
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,19 +75,11 @@ class _Loop:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@dataclass(slots=True)
-class _Window:
-    """Device-side results of the steps since the last log point, and their wall time."""
-
-    start_step: int
-    start_time: float
-    losses: list[torch.Tensor] = field(default_factory=list)
-    grad_norm: torch.Tensor | None = None
-
-
 def train(config: TrialConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, reporter: Reporter,
           *, checkpoint_dir: str | None = None, resume_from: str | None = None,
-          max_steps: int | None = None, keep_checkpoints: int = 2, keep_best: bool = False) -> TrainResult:
+          max_steps: int | None = None, keep_checkpoints: int = 2, keep_best: bool = False,
+          extra_eval_steps: frozenset[int] = frozenset(), keep_steps: frozenset[int] = frozenset(),
+          branch_from: str | None = None) -> TrainResult:
     """Train one trial and report its curve.
 
     train_tokens: the trial's pool, exactly U packed tokens (1-D integer array, memmap welcome).
@@ -102,13 +94,24 @@ def train(config: TrialConfig, train_tokens: np.ndarray, val_tokens: np.ndarray,
       the planned evaluations so far (sweeper.trainer.checkpoint, BEST_FILE), for downstream
       evaluation of the best-validation model (`load_model(..., weights="best")`). Resumed from a
       checkpoint without them, it keeps weights only once a later evaluation beats the stored best.
+    Prefix sharing (sweeper.trainer.branch), a trunk's: extra_eval_steps (in 0..steps), its branches'
+      eval steps up to their branch points, evaluated for them only (in every checkpoint, no report);
+      keep_steps (in 1..steps, with checkpoint_dir), its branch points: checkpoints never pruned,
+      reported with BRANCH_POINT_KEY; neither changes its curve. A branch's: branch_from, its trunk's
+      checkpoint at its branch point (ValueError if they disagree): it trains on from there and first
+      reports its curve up to there (SHARED_KEY). With keep_best it keeps weights once an evaluation
+      from its branch point on is its best so far (a best one before that is the trunk's, not kept).
     Raises NonFiniteLoss or TrialOutOfMemory (terminal, `retryable = False`) on those failures.
     """
     wall_start = time.perf_counter()
+    stop_step = config.steps if max_steps is None else max(0, min(config.steps, max_steps))
+    check_sharing(config, extra_eval_steps, keep_steps, checkpoint_dir, resume_from, branch_from)
     procs = distributed.start(config.device)
     try:
-        trial = _Trial(config, train_tokens, val_tokens, procs, resume_from, keep_best)
-        stop_step = config.steps if max_steps is None else max(0, min(config.steps, max_steps))
+        trial = _Trial(config, train_tokens, val_tokens, procs, resume_from, keep_best,
+                       frozenset(extra_eval_steps), frozenset(keep_steps))
+        if branch_from is not None:
+            trial.branch(branch_from, stop_step, checkpoint_dir is not None)
         return trial.run(reporter, stop_step, checkpoint_dir, keep_checkpoints, wall_start)
     except torch.OutOfMemoryError as error:
         raise TrialOutOfMemory(config.micro_batch, str(procs.device), str(error)) from error
@@ -120,7 +123,8 @@ class _Trial:
     """One trial in one process: model, optimizer, data, counters."""
 
     def __init__(self, c: TrialConfig, train_tokens: np.ndarray, val_tokens: np.ndarray,
-                 procs: Processes, resume_from: str | None, keep_best: bool = False) -> None:
+                 procs: Processes, resume_from: str | None, keep_best: bool = False,
+                 extra_eval_steps: frozenset[int] = frozenset(), keep_steps: frozenset[int] = frozenset()) -> None:
         check_token_ids(train_tokens, c.vocab_size, "the training pool")
         check_token_ids(val_tokens, c.vocab_size, "the validation set")
         chunks = c.batch_sequences // c.micro_batch
@@ -150,18 +154,38 @@ class _Trial:
         self.train_seconds = 0.0
         self.resumed_from = resume_from
         self.keep_best, self.best, self.improved = keep_best, None, False
+        # prefix sharing (sweeper.trainer.branch): a trunk's record, extra evaluations and branch points
+        self.extra_eval_steps, self.keep_steps = extra_eval_steps - self.eval_steps, keep_steps
+        self.record = TrunkRecord() if extra_eval_steps or keep_steps else None
+        self.shared: list[tuple[int, dict[str, float]]] = []  # a branch's points before its branch point
+        # the last log point, and the losses since then on the host (a resume or a branch carries some)
+        self.logged_at, self.carried = 0, np.zeros(0)
         if resume_from is not None:
             saved, state = read_checkpoint(resume_from)
-            _check_same_trial(saved, c)
+            check_resume(saved, c)
             load_into(self.model, self.optimizer, state)
             self.loop = _Loop(**state["loop"])
             self.best = read_best(resume_from) if keep_best and procs.is_main else None
             set_rng_state(state["rng"][procs.rank % len(state["rng"])])
+            self.record, self.carried, self.logged_at = resumed_record(state, self.record)
         else:
             # dropout draws from the global torch RNG; one stream per process
             torch.manual_seed(c.seed + procs.rank)
             np.random.seed(c.seed + procs.rank)
         self.start_step = self.loop.step
+
+    def branch(self, branch_from: str, stop_step: int, checkpointing: bool) -> None:
+        """Start from the trunk's checkpoint `branch_from` at this trial's branch point."""
+        start = open_branch(branch_from, self.c, stop_step, checkpointing)
+        load_into(self.model, self.optimizer, start.state)
+        set_rng_state(start.state["rng"][self.procs.rank % len(start.state["rng"])])
+        self.loop = _Loop(step=start.step, val_loss_last=start.val_loss_last, val_loss_best=start.val_loss_best)
+        self.start_step, self.shared = start.step, start.points
+        self.carried, self.logged_at = start.carried, start.logged_at
+        if self.record is not None:  # a branch that is a trunk in turn takes the record so far with it
+            self.record = start.record
+        self.improved = start.best_step == start.step  # keep_best: the weights at hand are the best only then
+        self.remember_best(start.step)
 
     def _loss_sums(self, tokens: torch.Tensor, masked: torch.Tensor | None,
                    p: torch.Tensor | None, order: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,39 +201,17 @@ class _Trial:
         orders = () if order is None else (order,)  # without orderings, the five-argument call as before
         return family_loss_sums(self.model, tokens, masked, p, c.mask_id, *orders)
 
-    def step_noise(self, step: int) -> tuple[torch.Tensor | None, ...]:
-        """(masked, p, order) of optimizer step `step` for the whole global batch, row i for its
-        sequence i (None where the trial has none): mdm's (and bd3lm's, per block) masks and loss
-        divisors, or ar's input masks and orderings; dual's mdm masks and divisors and, as `order`,
-        which sequences train as ar. Keyed by (seed, step), so any micro-batch split trains the same."""
-        c = self.c
-        if c.family == "bd3lm":
-            p, masked = train_noise(c.seed, step, c.batch_sequences, c.seq_len, block_size=c.block_size)
-            return masked, p, None
-        if c.family == "dual":
-            p, masked = train_noise(c.seed, step, c.batch_sequences, c.seq_len)
-            return masked, p, dual_choice(c.seed, step, c.batch_sequences, c.ar_fraction)
-        if c.family == "mdm":
-            p, masked = train_noise(c.seed, step, c.batch_sequences, c.seq_len, t_sampling=c.mdm_t_sampling,
-                                    min_mask_rate=c.mdm_min_mask_rate)
-            return masked, p if c.mdm_loss_weight == "elbo" else torch.ones_like(p), None
-        masked = input_mask(c.seed, step, c.batch_sequences, c.seq_len, c.input_mask_rate) \
-            if c.input_mask_rate > 0 else None
-        order = training_orders(c.seed, step, c.batch_sequences, c.seq_len + 1, c.orderings) \
-            if c.orderings > 1 else None
-        return masked, None, order
-
     def autocast(self) -> AbstractContextManager[Any]:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.c.precision == "bf16")
 
-    def train_step(self, step: int, window: _Window, need_norm: bool) -> None:
+    def train_step(self, step: int, window: LossWindow, need_norm: bool) -> None:
         """Optimizer step `step` (0-based): accumulate the micro-batches, clip, update. No sync."""
         c, procs = self.c, self.procs
         lr = lr_at(step, c)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         step_loss = torch.zeros((), device=self.device)
-        noise = self.step_noise(step)
+        noise = step_noise(c, step)
         for a in range(self.accumulation):
             chunk = a * procs.world_size + procs.rank
             tokens = to_device(self.stream.micro_batch(step, chunk, c.batch_sequences, c.micro_batch),
@@ -238,19 +240,16 @@ class _Trial:
             out["flops_processed"] = processed_flops(self.c.num_params, tokens, self.c.family)
         return out
 
-    def point(self, step: int, window: _Window | None, stop_step: int) -> dict[str, float]:
+    def point(self, step: int, window: LossWindow | None, stop_step: int) -> dict[str, float]:
         """Metrics at a log/eval point after `step` optimizer steps: the host sync."""
         c, procs, loop = self.c, self.procs, self.loop
         metrics = self.position(step)
         if window is not None and window.losses:
-            losses = all_reduce_sum(torch.stack(window.losses).float(), procs) / procs.world_size
-            values = losses.double().cpu().numpy()  # waits for every step of the window
+            window.pull(self.procs, c.tokens_per_step, self.record)  # waits for every step of the window
+            values = window.carried
             elapsed = time.perf_counter() - window.start_time
             self.train_seconds += elapsed
-            bad = np.flatnonzero(~np.isfinite(values))
-            if bad.size:
-                bad_step = window.start_step + int(bad[0]) + 1
-                raise NonFiniteLoss(bad_step, bad_step * c.tokens_per_step, float(values[bad[0]]))
+            self.logged_at = step
             tokens_per_s = (step - window.start_step) * c.tokens_per_step / max(elapsed, 1e-9)
             metrics.update({"train/loss": float(values.mean()), "lr": lr_at(step - 1, c),
                             "tokens_per_s": tokens_per_s})
@@ -260,8 +259,10 @@ class _Trial:
             if c.peak_flops is not None:
                 metrics["mfu"] = model_flops_utilisation(self.flops_per_token, tokens_per_s,
                                                          c.peak_flops, procs.world_size)
-        if step in self.eval_steps or step == stop_step:
-            losses = validation_loss(self.forward, self.model, self.val_set, c, procs, self.autocast)
+        if step in self.extra_eval_steps and step != stop_step:
+            self.evaluate(step)  # for the branches only: no report, no val/loss_best
+        elif step in self.eval_steps or step == stop_step:
+            losses = self.evaluate(step)
             loop.val_loss_last = losses.pop("val/loss")
             metrics.update(losses)  # dual: val/loss_ar and val/loss_mdm
             if step in self.eval_steps:
@@ -271,6 +272,37 @@ class _Trial:
             # carried on, so a run resumed after the cut continues exactly as if never cut
             metrics.update({"val/loss": loop.val_loss_last, "val/loss_best": loop.best()})
         return metrics
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """val/loss (dual: also val/loss_ar and _mdm) after `step` steps; a trunk records it."""
+        losses = validation_loss(self.forward, self.model, self.val_set, self.c, self.procs, self.autocast)
+        if self.record is not None and (step in self.eval_steps or step in self.extra_eval_steps):
+            self.record.evals[step] = dict(losses)
+        return losses
+
+    def off_curve(self, step: int, window: LossWindow, reporter: Reporter, checkpoint_dir: str | None,
+                  keep_checkpoints: int) -> str | None:
+        """A trunk's extra evaluation or keep step between log points, neither a point of its curve: the
+        evaluation is recorded, the checkpoint reported with `tokens` and BRANCH_POINT_KEY only. Returns
+        the checkpoint folder written, if any; the window goes on, its time not counting this."""
+        paused = time.perf_counter()
+        if step in self.extra_eval_steps:
+            self.evaluate(step)
+        written = None
+        if step in self.keep_steps and checkpoint_dir is not None:
+            window.pull(self.procs, self.c.tokens_per_step, self.record)  # into the checkpoint's record
+            written = self.checkpoint(checkpoint_dir)
+            if self.procs.is_main:
+                reporter({"tokens": step * self.c.tokens_per_step, BRANCH_POINT_KEY: step}, written)
+                prune_checkpoints(checkpoint_dir, keep_checkpoints, self.keep_steps)
+        window.start_time += time.perf_counter() - paused
+        return written
+
+    def checkpoint(self, checkpoint_dir: str) -> str:
+        loop = self.loop
+        shared = None if self.record is None else {RECORD_KEY: self.record.to_state(loop.step, self.logged_at)}
+        return write_checkpoint(checkpoint_dir, self.c, self.model, self.optimizer, loop.to_dict(), self.procs,
+                                best=self.best, shared=shared)
 
     def final_metrics(self, step: int, wall_start: float) -> dict[str, float]:
         return {"final/val_loss": self.loop.val_loss_last, "final/val_loss_best": self.loop.best(),
@@ -321,8 +353,13 @@ class _Trial:
             metrics = {**self.position(loop.step), **self.final_metrics(loop.step, wall_start)}
             if procs.is_main:
                 reporter(metrics, self.resumed_from)
+        for n, (step, shared) in enumerate(self.shared):  # a branch: its curve up to the branch point
+            first = {BRANCHED_KEY: loop.step * c.tokens_per_step} if n == 0 else {}
+            if procs.is_main:
+                reporter({**self.position(step), **shared, SHARED_KEY: 1.0, **first}, None)
 
-        window = _Window(start_step=loop.step, start_time=time.perf_counter())
+        window = LossWindow(start_step=loop.step, start_time=time.perf_counter(), logged_at=self.logged_at,
+                            carried=self.carried)
         last_save = window.start_time
         while loop.step < stop_step:
             step = loop.step + 1  # optimizer steps done once this one is
@@ -331,24 +368,29 @@ class _Trial:
                 step % c.checkpoint_every_steps == 0 or step == stop_step
                 or (is_log and self.checkpoint_due(last_save)))
             is_log = is_log or is_checkpoint
+            is_keep = step in self.keep_steps  # a branch point: a checkpoint, but no point of the curve
             self.train_step(loop.step, window, need_norm=is_log)
             loop.step = step
             if not is_log:
+                if is_keep or step in self.extra_eval_steps:
+                    written = self.off_curve(step, window, reporter, checkpoint_dir, keep_checkpoints)
+                    last_checkpoint = written or last_checkpoint
                 continue
             metrics = self.point(step, window, stop_step)
             self.remember_best(step)
             written = None
-            if is_checkpoint and checkpoint_dir is not None:
-                written = write_checkpoint(checkpoint_dir, c, self.model, self.optimizer,
-                                           loop.to_dict(), procs, best=self.best)
+            if (is_checkpoint or is_keep) and checkpoint_dir is not None:
+                written = self.checkpoint(checkpoint_dir)
                 last_checkpoint, last_save = written, time.perf_counter()
             if step == stop_step:
                 metrics.update(self.final_metrics(step, wall_start))
+            if is_keep:
+                metrics[BRANCH_POINT_KEY] = step
             if procs.is_main:
                 reporter(metrics, written)
                 if written is not None and checkpoint_dir is not None:
-                    prune_checkpoints(checkpoint_dir, keep_checkpoints)
-            window = _Window(start_step=step, start_time=time.perf_counter())
+                    prune_checkpoints(checkpoint_dir, keep_checkpoints, self.keep_steps)
+            window = LossWindow(start_step=step, start_time=time.perf_counter(), logged_at=step)
 
         return TrainResult(trial_id=c.trial_id, steps_done=loop.step, tokens=loop.step * c.tokens_per_step,
                            completed=loop.step == c.steps, final_val_loss=loop.val_loss_last,
@@ -356,13 +398,3 @@ class _Trial:
                            tokens_per_s=self.tokens_per_s(loop.step),
                            num_params_actual=self.num_params_actual, checkpoint_dir=last_checkpoint)
 
-
-def _check_same_trial(saved: TrialConfig, current: TrialConfig) -> None:
-    """Only how-settings (HOW_KEYS: device, micro-batch, compile, cadences...) may differ between a
-    checkpoint and the run resuming it. Not precision: it is in the trial id, and a curve continued in
-    another precision would be two experiments recorded as one (sweeper.trial says more)."""
-    differ = [f.name for f in fields(TrialConfig) if f.name not in HOW_KEYS
-              and getattr(saved, f.name) != getattr(current, f.name)]
-    if differ:
-        raise ValueError(f"the checkpoint was written by a different trial (fields {', '.join(differ)} "
-                         "differ): resume only with the config that wrote it, changing how-fields at most")
