@@ -168,9 +168,6 @@ def test_plan_table_shows_trunks_branches_and_both_totals(write_spec, cli) -> No
 # --- spec errors: one sentence naming the key -------------------------------------------------------------
 
 ERRORS = [
-    ("warmup_fraction with wsd", WSD + "  warmup_fraction: 0.02\n",
-     "spec.yaml:11 train.warmup_fraction: warmup_fraction 0.02 does not apply to schedule wsd, whose warmup is one "
-     "step count for every epoch count: set warmup_steps instead"),
     ("warmup_steps without wsd", "  warmup_steps: 10\n",
      "spec.yaml:10 train.warmup_steps: warmup_steps applies to schedule wsd only, not cosine: set schedule: wsd "
      "or leave warmup_steps out"),

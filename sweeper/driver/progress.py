@@ -25,6 +25,7 @@ from ray.tune import Callback
 from sweeper.console import console, is_terminal, redact
 from sweeper.plan import ID_SCHEMA
 from sweeper.tracking import TAG_SCHEMA, TrialLog, Tracking, flatten, provenance
+from sweeper.trainer.branch import BRANCHED_KEY
 from sweeper.trial import training_flops
 from sweeper.units import fmt_count, fmt_duration, fmt_sci
 from sweeper.driver.evals import EVALS_KEY, TaskOutcome
@@ -121,6 +122,10 @@ class SweepCallback(Callback):
         if RESUMED_KEY in result:
             state.log.set_tags({"sweeper.resumed_at_tokens": int(result[RESUMED_KEY])})
             self._say(f"resumed {state.trial.name} from its checkpoint at {fmt_count(result[RESUMED_KEY])} tokens")
+        if BRANCHED_KEY in result:  # its points up to there are its trunk's (SHARED_KEY)
+            state.log.set_tags({"sweeper.trunk": state.trial.trunk_id or "",
+                                "sweeper.branched_at_tokens": int(result[BRANCHED_KEY])})
+            self._say(f"branched {state.trial.name} from its trunk at {fmt_count(result[BRANCHED_KEY])} tokens")
         for tokens, point in result.get(CURVE_KEY) or ():  # the curve up to that checkpoint: points it lacks
             state.log.log({k: v for k, v in point.items() if k in self.metric_names}, int(tokens))
         step = int(result["tokens"])

@@ -68,7 +68,7 @@ def _train(spec: SweepSpec, plan: Plan, profile: Profile, checked: tuple[Any, ..
         console.print(f"--rerun: {len(fresh)} trial{'s train' if len(fresh) > 1 else ' trains'} from step 0 into a new "
                       "run; earlier runs stay in MLflow, tagged superseded")
     return run_tune(spec, profile, selection, tracking, parent, data, root, estimate_s, in_cluster=in_cluster,
-                 fresh=fresh)
+                 fresh=fresh, plan=plan)
 
 
 def _lost_runs(tracking: Any, to_run: Sequence[Trial], root: str, experiment: str, endpoint: str | None,

@@ -10,7 +10,7 @@ from typing import Any
 
 from sweeper.console import UserError, console, redact
 from sweeper.driver.stop import STOP_FILE, StopWatcher, claim_driver
-from sweeper.plan import Trial
+from sweeper.plan import Plan, Trial
 from sweeper.profile import Profile
 from sweeper.spec import SweepSpec
 from sweeper.storage import experiment_folder, sweep_dir, trial_dir
@@ -19,7 +19,9 @@ from sweeper.tracking.results import Selection
 
 
 def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tracking, parent: str, data: Any,
-          root: str, estimate_s: float, *, in_cluster: bool, fresh: frozenset[str] = frozenset()) -> int:
+          root: str, estimate_s: float, *, in_cluster: bool, fresh: frozenset[str] = frozenset(),
+          plan: Plan | None = None) -> int:
+    """`plan`: the whole plan, whose trunks and branches (prefix sharing) the payloads carry."""
     import torch  # noqa: F401  (torch before Ray: Ray first can break torch's oneMKL loading)
 
     # Our own view and MLflow replace Tune's console reporter and its TensorBoard and CSV files;
@@ -40,6 +42,8 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
     from sweeper.driver.checkpoints import resume_candidates
     from sweeper.driver.evals import evals_payload
     from sweeper.driver.progress import SweepCallback
+    from sweeper.driver.searcher import TrialSearcher
+    from sweeper.driver.sharing import sharing_payload
     from sweeper.trainer import METRICS
     from sweeper.driver.worker import no_space, run_trial
 
@@ -59,6 +63,7 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
         "trial_dir": trial_dir(root, spec.experiment, t.id),
         "storage_endpoint": endpoint,
         **({"evals": evals} if evals else {}),  # absent without an evals block: payloads as they were
+        **(sharing_payload(plan, t, lambda i: trial_dir(root, spec.experiment, i)) if plan is not None else {}),
     } for t in selection.to_run]
     spans_devices = any(t.sizing.devices > 1 for t in selection.to_run)
 
@@ -85,8 +90,9 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
                              metric_names=frozenset(METRICS), estimate_s=estimate_s, fresh=fresh)
     tuner = tune.Tuner(
         trainable,
-        param_space={"sweeper": tune.grid_search(payloads)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials(profile, selection.to_run),
+        # Trials in the planned order, a branch once its trunk's checkpoint at its branch point is in storage.
+        tune_config=tune.TuneConfig(search_alg=TrialSearcher(payloads, callback._say), num_samples=len(payloads),
+                                    max_concurrent_trials=max_concurrent_trials(profile, selection.to_run),
                                     # A new worker process per trial costs ~3.5 s (actor start, imports):
                                     # 12% of a 30 s trial (benchmarks/ray_overhead.py). Trials with the
                                     # same resources run in one process in turn (run_trial starts clean).

@@ -25,6 +25,11 @@ runs the trainer's DDP/FSDP path in the process group Train started. Results rea
 `TuneReportCallback`, so the driver's MLflow logging sees the same results as from one process;
 Train persists the checkpoints into the trial's own folder (the Train run is named by the trial id
 under the experiment's folder) with the same metadata, so resuming works the same either way.
+
+Under prefix sharing (sweeper.driver.sharing) a trunk's payload carries its branches' extra evaluation
+and keep steps, which it keeps when it resumes, and its reporter copies each branch point to storage; a
+branch's carries its trunk's folder and branch step: without checkpoints of its own it starts from the
+trunk's checkpoint there, else (none whole in storage) from step 0, said in its first result.
 """
 
 from __future__ import annotations
@@ -40,23 +45,11 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.console import UserError
-from sweeper.driver.checkpoints import remove_torn_newest, resume_candidates, shown_path, write_curve
-
-FAILURE_KEY = "sweeper/failure"
-RESUMED_KEY = "sweeper/resumed_at_tokens"
-WARNING_KEY = "sweeper/warning"  # checkpoints passed over when (re)starting, in the first result
-NODE_KEY = "sweeper/node_id"  # the Ray node a trial (re)started on (rank 0's), in its first result there
-PROCESSES_KEY = "sweeper/processes"  # how many processes train it, in the same first result
-# In the first result after a resume: the curve up to the checkpoint it resumed from, as that
-# checkpoint keeps it in its metadata ([[tokens, {metric: value}], ...]), so that a driver which died
-# before writing some of those points writes them now (it drops the points it already has).
-CURVE_KEY = "sweeper/curve"
-# A checkpoint that did not fit in storage: the trial ends at once (no retry can fit it either), its
-# torn copy removed, and the driver stops the sweep for its trials to resume once there is room.
-STORAGE_FULL_KEY = "sweeper/storage_full"
-# Every ray.train.report waits until Train's controller polls the workers, every 2 s by default; a
-# trial reports up to ~100 train points besides its evaluations, so its Train run polls faster.
-TRAIN_POLL_INTERVAL_S = "0.1"
+from sweeper.driver.checkpoints import remove_torn_newest, resume_candidates, shown_path
+from sweeper.driver.reporter import (CURVE_KEY, FAILURE_KEY, NODE_KEY, PROCESSES_KEY, RESUMED_KEY,  # noqa: F401
+                                     STORAGE_FULL_KEY, WARNING_KEY, TrialReporter, kept_curve)
+from sweeper.driver.sharing import BRANCH_STEP, TRUNK_DIR, TRUNK_NAME, branch_point, fetch_branch_point, \
+    from_step_zero, persister, train_arguments
 
 
 class StorageFull(RuntimeError):
@@ -68,6 +61,11 @@ def no_space(error: BaseException) -> bool:
     text = str(error)
     return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text \
         or "Disk quota exceeded" in text
+
+
+# Every ray.train.report waits until Train's controller polls the workers, every 2 s by default; a
+# trial reports up to ~100 train points besides its evaluations, so its Train run polls faster.
+TRAIN_POLL_INTERVAL_S = "0.1"
 
 
 class TerminalFailure(RuntimeError):
@@ -139,19 +137,43 @@ def train_from_newest_whole(trial_config: Any, train_tokens: Any, val_tokens: An
     from sweeper.trainer import CheckpointUnreadable
 
     candidates, passed_over = resume_candidates(payload["trial_dir"], payload.get("storage_endpoint"))
-    for checkpoint in [*candidates, None]:
+    # Its own checkpoints first; a branch then its trunk's at its branch point; then step 0.
+    starts = [*((c, False) for c in candidates), *([(None, True)] if TRUNK_DIR in payload else []), (None, False)]
+    for checkpoint, branch in starts:
         shutil.rmtree(scratch / "restored", ignore_errors=True)
+        shutil.rmtree(scratch / "branch", ignore_errors=True)
         resume_from = checkpoint.to_directory(str(scratch / "restored")) if checkpoint is not None else None
+        branch_from = fetch_branch_point(payload, scratch) if branch else None
+        if branch and branch_from is None:
+            continue  # not (whole) in storage: said with step 0
         reporter = TrialReporter(resume_from, tune.Checkpoint, _report_to_tune,
-                                 warning=fallback_warning(passed_over, checkpoint, payload["trial_dir"]),
-                                 curve=kept_curve(checkpoint))
+                                 warning=start_warning(passed_over, checkpoint, branch_from, payload),
+                                 curve=kept_curve(checkpoint), persist=_persister(payload))
         try:
             return train_to_the_end(trial_config, train_tokens, val_tokens, reporter, scratch, resume_from,
-                                    keep_best=(payload.get("evals") or {}).get("at") == "best")
+                                    keep_best=(payload.get("evals") or {}).get("at") == "best",
+                                    sharing={**train_arguments(payload), "branch_from": branch_from})
         except CheckpointUnreadable as error:
-            where = shown_path(payload["trial_dir"], checkpoint.path)  # type: ignore[union-attr]
+            where = shown_path(payload["trial_dir"], checkpoint.path) if checkpoint is not None else \
+                f"of its trunk {payload[TRUNK_NAME]} at step {payload[BRANCH_STEP]}"
             passed_over.append(f"the checkpoint {where} {error.problem}")
     raise AssertionError("unreachable: training from step 0 reads no checkpoint")
+
+
+def _persister(payload: dict[str, Any]) -> Callable[[str], None] | None:
+    """sharing.persister, raising StorageFull when the branch point does not fit in storage."""
+    persist = persister(payload)
+    if persist is None:
+        return None
+
+    def persist_or_full(written: str) -> None:
+        try:
+            persist(written)
+        except OSError as error:
+            if not no_space(error):
+                raise
+            raise StorageFull(str(error).strip().splitlines()[0][:300]) from None
+    return persist_or_full
 
 
 def _report_to_tune(metrics: dict[str, Any], checkpoint: Any) -> None:
@@ -166,14 +188,6 @@ def _report_to_tune(metrics: dict[str, Any], checkpoint: Any) -> None:
         raise StorageFull(str(error).strip().splitlines()[0][:300]) from None
 
 
-def kept_curve(checkpoint: Any) -> list[list[Any]] | None:
-    """The curve a checkpoint in storage keeps (see TrialReporter), or None: no checkpoint, or one
-    written before checkpoints kept curves."""
-    from sweeper.driver.checkpoints import read_curve
-
-    return None if checkpoint is None else read_curve(checkpoint.filesystem, checkpoint.path)
-
-
 def fallback_warning(passed_over: list[str], resumed: Any, trial_dir: str) -> str | None:
     """One line for the driver: the checkpoints passed over, and where the trial goes on from."""
     if not passed_over:
@@ -182,10 +196,21 @@ def fallback_warning(passed_over: list[str], resumed: Any, trial_dir: str) -> st
     return f"{'; '.join(passed_over)}: {then}"
 
 
+def start_warning(passed_over: list[str], resumed: Any, branch_from: str | None, payload: dict[str, Any]) -> str | None:
+    """fallback_warning, for a branch also when it starts from step 0 rather than its trunk's checkpoint."""
+    if branch_from is not None:
+        return f"{'; '.join(passed_over)}: starting from its trunk's checkpoint" if passed_over else None
+    if resumed is None and TRUNK_DIR in payload:
+        return "; ".join([*passed_over, from_step_zero(payload)])
+    return fallback_warning(passed_over, resumed, payload["trial_dir"])
+
+
 def train_to_the_end(trial_config: Any, train_tokens: Any, val_tokens: Any, reporter: Callable[..., None],
-                     scratch: Path, resume_from: str | None, keep_best: bool = False) -> tuple[str | None, str | None]:
+                     scratch: Path, resume_from: str | None, keep_best: bool = False,
+                     sharing: dict[str, Any] | None = None) -> tuple[str | None, str | None]:
     """Train the trial, checkpointing under `scratch` (with the best-validation weights when
-    `keep_best`, for evals.at: best). Returns (failure, the last checkpoint): a deterministic failure
+    `keep_best`, for evals.at: best; `sharing`: train()'s prefix-sharing keywords). Returns (failure,
+    the last checkpoint): a deterministic failure
     (a TrialFailure that is not `retryable`: a diverged loss, out of memory) as its message, for the
     caller to end the trial with and Ray not to retry; any other failure raises, so Ray retries the
     trial from its last checkpoint."""
@@ -193,7 +218,7 @@ def train_to_the_end(trial_config: Any, train_tokens: Any, val_tokens: Any, repo
 
     try:
         result = train(trial_config, train_tokens, val_tokens, reporter, checkpoint_dir=str(scratch / "checkpoints"),
-                       resume_from=resume_from, keep_best=keep_best)
+                       resume_from=resume_from, keep_best=keep_best, **(sharing or {}))
     except TrialFailure as failure:
         if failure.retryable:
             raise
@@ -215,52 +240,6 @@ def release_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-class TrialReporter:
-    """The trainer's reporter under Ray: the trainer's metrics, plus in the first result the node and
-    the resume point, and each new checkpoint with its step and tokens as metadata (which
-    `latest_persisted` reads) and the trial's whole curve up to it in its CURVE_FILE (`curve`: what
-    the checkpoint resumed from kept, then every point reported since). The first result after a resume carries
-    that earlier curve (CURVE_KEY), so no point is lost when the driver died before writing it, and
-    a lost MLflow store gets its curves back. `send(metrics, checkpoint or None)` is tune.report for
-    a trial in one process, ray.train.report on rank 0 of a Train run."""
-
-    def __init__(self, resume_from: str | None, checkpoint_type: Any,
-                 send: Callable[[dict[str, Any], Any], None], processes: int = 1, warning: str | None = None,
-                 curve: list[list[Any]] | None = None) -> None:
-        self.resume_from, self.checkpoint_type, self.send = resume_from, checkpoint_type, send
-        self.processes, self.warning = processes, warning
-        self.curve: list[list[Any]] = list(curve or [])
-        self.first = True
-
-    def __call__(self, metrics: dict[str, float], written: str | None) -> None:
-        out: dict[str, Any] = dict(metrics)
-        if self.first:  # the first point says where the trial runs, and where it resumed
-            import ray
-
-            out[NODE_KEY] = ray.get_runtime_context().get_node_id()
-            out[PROCESSES_KEY] = self.processes
-            if self.resume_from is not None:
-                out[RESUMED_KEY] = metrics["tokens"]
-                if self.curve:
-                    out[CURVE_KEY] = list(self.curve)
-            if self.warning is not None:
-                out[WARNING_KEY] = self.warning
-            self.first = False
-        if written is not None and written == self.resume_from:
-            # resumed at the very end: the final point again (its curve has it), from a checkpoint already stored
-            self.send(out, None)
-            return
-        self.curve.append([int(metrics["tokens"]), {k: float(v) for k, v in metrics.items() if k != "tokens"}])
-        if written is None:
-            self.send(out, None)
-            return
-        write_curve(Path(written), self.curve)
-        checkpoint = self.checkpoint_type.from_directory(written)
-        checkpoint.set_metadata({"step": int(Path(written).name.removeprefix("step_")),
-                                 "tokens": int(metrics["tokens"])})
-        self.send(out, checkpoint)
-
-
 def _drive_train_run(payload: dict[str, Any]) -> None:
     """The Tune trial of a trial over several devices: the driver of its Ray Train run."""
     import ray.train
@@ -279,10 +258,14 @@ def _drive_train_run(payload: dict[str, Any]) -> None:
     # match its completion marker in storage (its checksums are checked as the workers read it).
     candidates, passed_over = resume_candidates(payload["trial_dir"], endpoint)
     resume = candidates[0] if candidates else None
-    warning = fallback_warning(passed_over, resume, payload["trial_dir"])
+    # Without checkpoints of its own, a branch starts from its trunk's at its branch point, if whole in storage.
+    branch = branch_point(payload[TRUNK_DIR], int(payload[BRANCH_STEP]), endpoint) \
+        if resume is None and TRUNK_DIR in payload else None
+    warning = start_warning(passed_over, resume, branch and "branch", payload)
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"payload": payload, "resume": resume, "warning": warning, "curve": kept_curve(resume)},
+        train_loop_config={"payload": payload, "resume": resume, "branch": branch, "warning": warning,
+                           "curve": kept_curve(resume)},
         scaling_config=ray.train.ScalingConfig(num_workers=int(payload["workers"]), use_gpu="GPU" in resources,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -332,17 +315,21 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     try:
         saved = loop_config["resume"]
         resume_from = saved.to_directory(str(scratch / "restored")) if saved is not None else None
+        branch = loop_config.get("branch")
+        branch_from = None if branch is None else \
+            branch.to_directory(str(scratch / "branch" / f"step_{int(payload[BRANCH_STEP]):08d}"))
         # called on rank 0 only; the size of the process group the trainer joined, not the one asked for
         reporter = TrialReporter(resume_from, ray.train.Checkpoint, _lead_report,
                                  processes=dist.get_world_size(), warning=loop_config.get("warning"),
-                                 curve=loop_config.get("curve"))
+                                 curve=loop_config.get("curve"), persist=_persister(payload))
         follower = None
         if rank != 0:
             follower = threading.Thread(target=_follow_reports, name="sweeper-report-follower", daemon=True)
             follower.start()
         evals = payload.get("evals")
         failure, checkpoint = train_to_the_end(trial_config, train_tokens, val_tokens, reporter, scratch,
-                                               resume_from, keep_best=(evals or {}).get("at") == "best")
+                                               resume_from, keep_best=(evals or {}).get("at") == "best",
+                                               sharing={**train_arguments(payload), "branch_from": branch_from})
         if failure is not None:
             raise TerminalFailure(failure)
         if evals and rank == 0 and checkpoint is not None:  # the other ranks follow its reports

@@ -79,7 +79,8 @@ def table(items: Sequence[Scored], metric: str) -> tuple[tuple[str, ...], tuple[
         row = [f"{unique:,.0f}"]
         for family in families:
             s = best[family]
-            row += ["—", "", ""] if s is None else [f"{s.model}, {s.epochs:.3g} epochs", f"{s.loss:.4f}", _score(s)]
+            row += ["—", "", ""] if s is None else [f"{s.model}, {s.epochs:.3g} epoch{'s' * (f'{s.epochs:.3g}' != '1')}",
+                                                  f"{s.loss:.4f}", _score(s)]
         if both:
             ar, mdm = best["ar"], best["mdm"]
             row.append("" if ar is None or mdm is None else f"{mdm.value - ar.value:+.4f}")

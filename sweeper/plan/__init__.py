@@ -263,9 +263,9 @@ def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
 def schedule_steps(train: TrainSpec, steps: int, epoch_steps: int) -> tuple[int, int]:
     """(warmup steps, decay steps) of a trial of `steps` optimizer steps, `epoch_steps` = ceil(U / tokens per
     step) of them to an epoch. cosine, linear, constant: max(1, round(warmup_fraction x steps)), 0. wsd:
-    warmup_steps, or when null max(1, round(warmup_fraction x epoch_steps)) (wsd keeps warmup_fraction at its
-    default, 0.01), which depends on U and the batch only, never on the trial's length (lowered to the decay
-    start where a trial is shorter than that); decay steps
+    warmup_steps, or when null max(1, round(warmup_fraction x epoch_steps)): under wsd warmup_fraction is of
+    one epoch's steps, so the warmup depends on U and the batch only, never on the trial's length (lowered
+    to the decay start where a trial is shorter than that); decay steps
     max(1, round(decay_fraction x steps)), Python's round (halves to even)."""
     if train.schedule != "wsd":
         return max(1, round(train.warmup_fraction * steps)), 0

@@ -232,10 +232,6 @@ class TrainSpec:
     def __post_init__(self) -> None:
         if self.lr_min > self.lr_peak:
             raise FieldError("lr_min", f"lr_min {self.lr_min:g} is above lr_peak {self.lr_peak:g}")
-        if self.schedule == "wsd" and self.warmup_fraction != WSD_WARMUP_FRACTION:
-            raise FieldError("warmup_fraction", f"warmup_fraction {self.warmup_fraction:g} does not apply to schedule "
-                                                "wsd, whose warmup is one step count for every epoch count: set "
-                                                "warmup_steps instead")
         for key in WSD_KEYS if self.schedule != "wsd" else ():
             if getattr(self, key) != WSD_KEYS[key]:
                 raise FieldError(key, f"{key} applies to schedule wsd only, not {self.schedule}: set schedule: wsd "
@@ -245,7 +241,6 @@ class TrainSpec:
 TRAIN_KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainSpec))
 _DEFAULTS = {f.name: f.default for f in fields(TrainSpec)}
 WSD_KEYS = {key: _DEFAULTS[key] for key in ("warmup_steps", "decay_fraction", "decay_shape", "share_prefix")}
-WSD_WARMUP_FRACTION = _DEFAULTS["warmup_fraction"]  # a wsd trial warms up for this fraction of one epoch's steps
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
