@@ -160,3 +160,29 @@ def test_stop_then_resubmit_continues(setup: local.LocalCluster, tmp_path: Path)
     runs = trial_runs(setup, "cluster-stop")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert any(int(r.data.tags.get("sweeper.resumed_at_tokens", 0)) > 0 for r in runs)
+
+
+def test_prefix_sharing_on_the_cluster_keeps_branch_points_in_s3(setup: local.LocalCluster, tmp_path: Path) -> None:
+    """Trunks and branches through a Ray Job on two nodes with S3 storage: the branch points are
+    copied into the trunk's folder in S3, every branch starts from one, and every trial ends with the
+    final loss of the same trial trained alone."""
+    from test_share_prefix_run import wsd_spec
+
+    finals = {}
+    for shared in (True, False):
+        folder = tmp_path / ("shared" if shared else "alone")
+        folder.mkdir()
+        experiment = f"cluster-wsd-{folder.name}"
+        done = sweeper(setup, "run", wsd_spec(folder, shared=shared, experiment=experiment), "--backend", PROFILE)
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs = {r.data.tags["sweeper.trial_id"]: r for r in trial_runs(setup, experiment)}
+        assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs.values())
+        finals[shared] = {i: r.data.metrics["final/val_loss"] for i, r in runs.items()}
+        if shared:
+            branches = [r for r in runs.values() if "sweeper.trunk" in r.data.tags]
+            assert len(branches) == 4, done.stdout
+            for run in branches:
+                trunk = run.data.tags["sweeper.trunk"]
+                assert s3_keys(setup, f"sweeps/{experiment}/{trunk}/branch_points/step_"), trunk
+    assert finals[True].keys() == finals[False].keys()
+    assert max(abs(finals[True][i] - finals[False][i]) for i in finals[True]) <= 1e-5

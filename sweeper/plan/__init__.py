@@ -345,7 +345,7 @@ def eval_steps(steps: int, points: int, spacing: str) -> tuple[int, ...]:
 # Short name parts for train settings a grid block sets away from the spec's train section.
 _SETTING_TAGS = {"lr_peak": "lr", "lr_min": "lrmin", "weight_decay": "wd", "dropout": "drop",
                  "batch_sequences": "bs", "warmup_fraction": "warm", "grad_clip": "clip", "init_std": "init",
-                 "warmup_steps": "warmup", "decay_fraction": "decay", "decay_shape": ""}
+                 "warmup_steps": "warmup", "decay_fraction": "decay", "decay_shape": "", "schedule": ""}
 
 
 def trial_name(point: Point, train: TrainSpec, spec_train: TrainSpec) -> str:
