@@ -104,7 +104,7 @@ def evaluate(ctx: Context, settings: Any, todo: list[tuple[Any, Any, list[str]]]
 
     from sweeper.cli.train import check_device, checkpoint_of_run
     from sweeper.console import UserError, console, err_console
-    from sweeper.driver.evals import check_evals, evals_payload, load_weights, score
+    from sweeper.driver.evals import check_evals, evals_payload, score
     from sweeper.evals.stage import record
 
     spec, profile = ctx.spec, ctx.profile
@@ -115,7 +115,7 @@ def evaluate(ctx: Context, settings: Any, todo: list[tuple[Any, Any, list[str]]]
     manager = check_evals(spec, dataclasses.replace(settings, tasks=wanted),
                           "--tasks" if ctx.args.tasks is not None else f"{spec.file} evals.tasks")
     from sweeper.data import find, open_tokenizer
-    from sweeper.trainer import CheckpointUnreadable
+    from sweeper.trainer import CheckpointUnreadable, load_weights
 
     manifest = find(spec.data, profile.storage_location())
     if manifest is None:
@@ -129,7 +129,7 @@ def evaluate(ctx: Context, settings: Any, todo: list[tuple[Any, Any, list[str]]]
             with tempfile.TemporaryDirectory(prefix="sweeper-eval-") as scratch:
                 try:
                     checkpoint = checkpoint_of_run(run.info.run_id, ctx, Path(scratch))
-                    model, config, tokens = load_weights(checkpoint, settings.at, device)
+                    model, config, tokens = load_weights(checkpoint, device, settings.at)
                 except (UserError, CheckpointUnreadable) as error:
                     err_console.print(f"{trial.name} ({trial.id}): not evaluated, {error}", markup=False,
                                       soft_wrap=True)

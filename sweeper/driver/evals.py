@@ -2,7 +2,7 @@
 
 One path for both places evals run: inside the trial's own Ray worker right after training (same
 resources; sweeper.driver.worker), and `sweeper eval` for finished trials that lack a task. The
-model comes from the trainer (`load_model`, final or best-validation weights), the lm-eval model
+model comes from the trainer (`load_weights`, final or best-validation weights), the lm-eval model
 class and the task runner from sweeper.evals, which imports no trainer.
 
 The settings travel to a worker as plain data (`evals_payload`): the spec's `evals` block with its
@@ -52,22 +52,6 @@ def evals_payload(settings: Any) -> dict[str, Any]:
             "working_folder": os.getcwd(),  # task files name their data relative to it (lm-eval's data_files)
             "num_fewshot": settings.num_fewshot, "limit": settings.limit, "at": settings.at,
             "mc_samples": settings.mc_samples}
-
-
-def load_weights(checkpoint: str, at: str, device: str) -> tuple[Any, Any, int]:
-    """(model in eval mode, its TrialConfig, tokens its weights trained on) of a step_* folder: its
-    final weights (`at` "final") or the best-validation ones it keeps ("best"). Raises
-    CheckpointUnreadable (sweeper.trainer) when they do not load or are not kept."""
-    from sweeper.trainer import load_model
-    from sweeper.trainer.checkpoint import read_best, read_checkpoint
-
-    model, config = load_model(checkpoint, device, weights=at)
-    if at == "best":
-        best = read_best(checkpoint)
-        tokens = int(best["tokens"]) if best is not None else 0
-    else:
-        tokens = int(read_checkpoint(checkpoint, marked_only=False)[1]["loop"]["step"]) * config.tokens_per_step
-    return model, config, tokens
 
 
 def score(model: Any, config: Any, tokenizer: Any, settings: dict[str, Any], tasks: Sequence[str], manager: Any,
@@ -126,13 +110,13 @@ def _working_folder(folder: str) -> Iterator[None]:
 def _evaluate_trained(checkpoint: str, payload: dict[str, Any], device: str) -> Iterator[TaskOutcome]:
     from sweeper.data import open_tokenizer
     from sweeper.evals.stage import quiet, reason, task_manager, unknown_tasks
-    from sweeper.trainer import CheckpointUnreadable
+    from sweeper.trainer import CheckpointUnreadable, load_weights
 
     settings = payload["evals"]
     tasks = list(settings["tasks"])
     quiet()
     try:
-        model, config, tokens = load_weights(checkpoint, settings["at"], device)
+        model, config, tokens = load_weights(checkpoint, device, settings["at"])
     except CheckpointUnreadable as error:
         for task in tasks:
             yield TaskOutcome(task, None, None, f"not evaluated: {error}", 0)

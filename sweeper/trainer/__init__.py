@@ -15,7 +15,7 @@ from sweeper.trial import TrialConfig, padded_vocab_size
 from sweeper.trainer.errors import CheckpointUnreadable, NonFiniteLoss, TrialFailure, TrialOutOfMemory
 from sweeper.trainer.loop import Reporter, TrainResult, train
 from sweeper.trial import METRICS
-from sweeper.trainer.sample import load_model, sample_ar, sample_bd3lm, sample_mdm
+from sweeper.trainer.sample import load_model, load_weights, sample_ar, sample_bd3lm, sample_mdm
 
 __all__ = [
     "METRICS",
@@ -28,6 +28,7 @@ __all__ = [
     "TrialOutOfMemory",
     "latest_checkpoint",
     "load_model",
+    "load_weights",
     "padded_vocab_size",
     "sample_ar",
     "sample_bd3lm",

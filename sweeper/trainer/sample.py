@@ -26,22 +26,30 @@ from sweeper.trainer.model import ModelConfig, Transformer
 UnmaskOrder = Literal["random", "confident"]
 
 
-def load_model(checkpoint: str | os.PathLike[str], device: str = "cpu",
-               weights: str = "final") -> tuple[Transformer, TrialConfig]:
-    """Rebuild the model a checkpoint folder (step_*) holds, in eval mode, on `device`; also from a
-    checkpoint written before completion markers. `weights`: "final" (the checkpoint's own) or
-    "best" (the best-validation weights it keeps, see train's keep_best). Raises CheckpointUnreadable
-    when it does not load, or holds no best weights when asked for them."""
+def load_weights(checkpoint: str | os.PathLike[str], device: str = "cpu",
+                 weights: str = "final") -> tuple[Transformer, TrialConfig, int]:
+    """(model in eval mode on `device`, its TrialConfig, the tokens those weights trained on) of a
+    checkpoint folder (step_*); also one written before completion markers. `weights`: "final" (the
+    checkpoint's own) or "best" (the best-validation weights it keeps, see train's keep_best). Raises
+    CheckpointUnreadable when it does not load, or holds no best weights when asked for them."""
     config, state = read_checkpoint(checkpoint, marked_only=False)
+    tokens = int(state["loop"]["step"]) * config.tokens_per_step
     if weights == "best":
         best = read_best(checkpoint)
         if best is None:
             raise CheckpointUnreadable(str(checkpoint), "keeps no best-validation weights (its trial was trained "
                                                         "without keeping them: evals.at: best was not set)")
-        state = best
+        state, tokens = best, int(best["tokens"])
     model = Transformer(ModelConfig.from_trial(config))
     model.load_state_dict(state["model"])
-    return model.to(resolve_device(device)).eval(), config
+    return model.to(resolve_device(device)).eval(), config, tokens
+
+
+def load_model(checkpoint: str | os.PathLike[str], device: str = "cpu",
+               weights: str = "final") -> tuple[Transformer, TrialConfig]:
+    """(model, config) of `load_weights`."""
+    model, config, _ = load_weights(checkpoint, device, weights)
+    return model, config
 
 
 def _draw(logits: torch.Tensor, temperature: float, top_k: int | None,
