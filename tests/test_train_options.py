@@ -138,12 +138,16 @@ def test_an_mdm_sample_is_one_window(capsys, trained) -> None:
 def test_a_corrupt_checkpoint(tmp_path, capsys, trained) -> None:
     broken = tmp_path / "step_00000002"
     shutil.copytree(trained["ar"], broken)
-    (broken / "state.pt").write_bytes(b"not a torch file")
+    (broken / "state.pt").write_bytes(b"not a torch file")  # its size no longer what complete.json records
     assert one_error(capsys, sample(trained, "ar", checkpoint=str(broken))).startswith(
-        f"{broken}: cannot read the checkpoint (")
+        f"{broken}: the checkpoint has a state.pt of 16 bytes, not the ")
+    shutil.copy(trained["ar"] / "state.pt", broken / "state.pt")
     (broken / "config.json").write_text("{")
     assert one_error(capsys, sample(trained, "ar", checkpoint=str(broken))).startswith(
-        f"{broken}: cannot read the checkpoint (")
+        f"{broken}: the checkpoint has a config.json of 1 bytes, not the ")
+    (broken / "complete.json").unlink()  # no marker to check sizes against: the load itself fails
+    assert one_error(capsys, sample(trained, "ar", checkpoint=str(broken))).startswith(
+        f"{broken}: the checkpoint does not load (Expecting property name")
 
 
 def test_sample_by_run_id(tmp_path, capsys, trained) -> None:

@@ -102,7 +102,7 @@ def evaluate(ctx: Context, settings: Any, todo: list[tuple[Any, Any, list[str]]]
     import tempfile
     from pathlib import Path
 
-    from sweeper.cli.train import check_device, checkpoint_of_run
+    from sweeper.cli.train import check_device, check_vocab, checkpoint_of_run, read_weights
     from sweeper.console import UserError, console, err_console
     from sweeper.driver.evals import check_evals, evals_payload, score
     from sweeper.evals.stage import record
@@ -115,7 +115,6 @@ def evaluate(ctx: Context, settings: Any, todo: list[tuple[Any, Any, list[str]]]
     manager = check_evals(spec, dataclasses.replace(settings, tasks=wanted),
                           "--tasks" if ctx.args.tasks is not None else f"{spec.file} evals.tasks")
     from sweeper.data import find, open_tokenizer
-    from sweeper.trainer import CheckpointUnreadable, load_weights
 
     manifest = find(spec.data, profile.storage_location())
     if manifest is None:
@@ -129,16 +128,14 @@ def evaluate(ctx: Context, settings: Any, todo: list[tuple[Any, Any, list[str]]]
             with tempfile.TemporaryDirectory(prefix="sweeper-eval-") as scratch:
                 try:
                     checkpoint = checkpoint_of_run(run.info.run_id, ctx, Path(scratch))
-                    model, config, tokens = load_weights(checkpoint, device, settings.at)
-                except (UserError, CheckpointUnreadable) as error:
+                    model, config, tokens = read_weights(checkpoint, f"run {run.info.run_id}", device, settings.at)
+                except UserError as error:
                     err_console.print(f"{trial.name} ({trial.id}): not evaluated, {error}", markup=False,
                                       soft_wrap=True)
                     failed += len(missing)
                     progress.advance(len(missing))
                     continue
-            if config.vocab_size != tokenizer.vocab_size:
-                raise UserError(f"trial {trial.id} was trained with {config.vocab_size:,} ids, but the tokenizer "
-                                f"of {spec.file} has {tokenizer.vocab_size:,}: pass the spec it was trained from")
+            check_vocab(config, tokenizer, f"trial {trial.id}", spec.file)
             outcomes = score(model, config, tokenizer, payload, missing, manager, tokens,
                              on_start=lambda task, name=trial.name: progress.start(f"{name} {task}"),
                              on_requests=progress.requests)

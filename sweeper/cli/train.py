@@ -228,21 +228,37 @@ def read_model(checkpoint: str, label: str, spec_file: str, tokenizer: Any, devi
     """(model in eval mode on `device`, TrialConfig) of a checkpoint folder, checked against the
     spec's tokenizer; `label` names the checkpoint in messages. Raises UserError when it does not
     load or was trained with another tokenizer."""
+    model, config, _ = read_weights(checkpoint, label, device)
+    check_vocab(config, tokenizer, label, spec_file)
+    return model, config
+
+
+def read_weights(checkpoint: str, label: str, device: str = "cpu", weights: str = "final") -> tuple[Any, Any, int]:
+    """trainer.load_weights (model, TrialConfig, tokens its weights trained on) with every way a
+    checkpoint fails to load, a missing best-weights file included, turned into one UserError naming
+    `label`."""
     import pickle
 
     from sweeper.console import UserError
-    from sweeper.trainer import load_model
+    from sweeper.trainer import CheckpointUnreadable, load_weights
 
     try:
-        model, config = load_model(checkpoint, device)
+        return load_weights(checkpoint, device, weights)
+    except CheckpointUnreadable as error:  # torn, or holds no best weights: the trainer says which
+        raise UserError(f"{label}: the checkpoint {error.problem}") from None
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise UserError(f"{label}: cannot read the checkpoint ({first}); it is damaged or "
                         "not one of sweeper's") from None
+
+
+def check_vocab(config: Any, tokenizer: Any, label: str, spec_file: str) -> None:
+    """Raises UserError when the checkpoint's vocabulary differs from the spec's tokenizer's."""
+    from sweeper.console import UserError
+
     if config.vocab_size != tokenizer.vocab_size:
         raise UserError(f"{label} was trained with {config.vocab_size:,} ids, but the tokenizer of "
                         f"{spec_file} has {tokenizer.vocab_size:,}: pass the spec the checkpoint was trained from")
-    return model, config
 
 
 def run_sample(args: argparse.Namespace) -> int:

@@ -269,7 +269,8 @@ def to_html(blocks: list[Block], title: str) -> str:
 def write_report(analysis: Analysis, out: Path, *, source: str, loss: render.Loss,
                  curves: Sequence[TrialCurve] | None,
                  rows: Sequence[Mapping[str, Any]] = ()) -> WrittenReport:
-    """Write report.md, report.html and figures/*.png into `out` (created if missing).
+    """Write report.md, report.html and figures/*.png into `out` (created if missing); PNGs an
+    earlier report left in out/figures that this one does not draw are removed.
 
     `curves` are the trials' validation curves from the tracking store; None when the input
     carries none (a CSV), and the report says so instead of drawing them. `rows` are the
@@ -300,6 +301,7 @@ def write_report(analysis: Analysis, out: Path, *, source: str, loss: render.Los
     markdown.write_text(to_markdown(blocks), encoding="utf-8")
     page.write_text(to_html(blocks, "Scaling-law fit"), encoding="utf-8")
     evals_figures = tuple(out / b.path for b in evals if isinstance(b, Figure))
-    return WrittenReport(markdown=markdown, html=page,
-                         figures=tuple(out / "figures" / name for name, caption in drawn
-                                       if caption is not None) + evals_figures)
+    written = tuple(out / "figures" / name for name, caption in drawn if caption is not None) + evals_figures
+    for stale in set((out / "figures").glob("*.png")) - set(written):  # an earlier report's, in the same folder
+        stale.unlink()
+    return WrittenReport(markdown=markdown, html=page, figures=written)

@@ -92,3 +92,14 @@ def test_user_errors_are_one_line_and_exit_two(sweep, offline, capsys) -> None:
     code = main(["eval", str(SMOKE), "--backend", str(sweep["profile"])])
     _, err = capsys.readouterr()
     assert code == 2 and len(err.strip().splitlines()) == 1 and "has no `evals` block" in err
+
+
+def test_best_weights_of_trials_trained_without_them_are_one_line_each(sweep, offline, capsys) -> None:
+    best = sweep["spec"].with_name("best.yaml")
+    best.write_text(sweep["spec"].read_text() + "  at: best\n")
+    code = main(["eval", str(best), "--backend", str(sweep["profile"]), "--device", "cpu", "--tasks", "tiny_missing"])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 0 and len(lines) == 2 and "Traceback" not in err, err
+    assert all("not evaluated, run " in line and "keeps no best-validation weights" in line for line in lines), err
+    assert "evaluated 0 tasks on 2 trials, 2 failed" in out, out

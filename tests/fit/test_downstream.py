@@ -54,3 +54,8 @@ def test_the_report_has_the_section_and_its_figure(tmp_path: Path) -> None:
     bare = report.write_report(result, tmp_path / "bare", source="synthetic", loss="final", curves=None,
                                rows=[{k: v for k, v in r.items() if not k.startswith("eval/")} for r in ROWS[:-1]])
     assert "Downstream" not in bare.markdown.read_text(encoding="utf-8")
+    # written again into the first folder without scores: the figure it no longer draws goes
+    again = report.write_report(result, tmp_path, source="synthetic", loss="final", curves=None,
+                                rows=[{k: v for k, v in r.items() if not k.startswith("eval/")} for r in ROWS[:-1]])
+    assert not (tmp_path / "figures" / downstream.FIGURE).exists()
+    assert sorted((tmp_path / "figures").glob("*.png")) == sorted(again.figures)
