@@ -36,11 +36,11 @@ system-packages:
 
 quickstart: setup
 	$(BIN)/sweeper run sweeps/quickstart.yaml
-	$(BIN)/sweeper report sweeps/quickstart.yaml --out reports/quickstart
+	$(BIN)/sweeper report sweeps/quickstart.yaml --loss best --tie --out reports/quickstart
 	@echo "Browse every curve: $(BIN)/sweeper ui   (then open the printed URL)"
 
 test: setup system-packages
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 test-fast: setup system-packages
 	$(BIN)/python -m pytest -q -m "not slow"

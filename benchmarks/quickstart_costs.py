@@ -52,7 +52,7 @@ class Shape:
 
 
 SHAPES = {
-    # sweeps/quickstart.yaml's middle model: 128 symbols + end of document, 32-token samples
+    # sweeps/hmm-cpu.yaml's middle model (the quickstart's until it moved to text, whose qs-m has V = 260)
     "quickstart": Shape("quickstart", 129, 64, 192, 4, 2, 32, 8, 4096, 4),
     # the quickstart before it: a 2,048-token BPE, qs-1M, 128-token samples
     "bpe-2k": Shape("bpe-2k", 2048, 128, 320, 4, 4, 128, 16, 16384, 4),

@@ -32,7 +32,8 @@ def test_smoke_ids_are_pinned() -> None:
 # trial of that spec in every tracking store. The ablation specs were pinned when the train options
 # (sweeper.trial.OPTION_DEFAULTS) came, which left every other pin here as it was; ablations-cpu
 # and tests/specs/ablations.yaml were re-pinned when they gained dual and bd3lm trials, their earlier
-# ids unchanged. wsd-check-shared's 8 ids are wsd-check's wsd trials: sharing is how, not what.
+# ids unchanged. hmm-cpu is the quickstart before it moved to text, its 45 ids those the
+# quickstart had; the text quickstart is a new experiment with ids of its own. wsd-check-shared's 8 ids are wsd-check's wsd trials: sharing is how, not what.
 PINNED_IDS = {
     "sweeps/ablations.yaml": (14, "2d7445a47a8b802e180886f7f408b7379534eebca95c2ce94d2203bc5399ba2c"),
     "sweeps/ablations-cpu.yaml": (20, "8a2d10dec85ee841fdba3d71ee1e0b6e861929e98e8b5b4d6ea5560afc6eef75"),
@@ -40,7 +41,8 @@ PINNED_IDS = {
     "sweeps/crossover-cpu.yaml": (6, "3bf2600eefb2920911d661db12581997dde4442c00b7f2f8c7cfd57b0aab827f"),
     "sweeps/grid.yaml": (200, "95eb0502464e541ec011ca4b568aa61738c13d907f0777b535065abdaf775535"),
     "sweeps/mini-gpu.yaml": (93, "420d877520a83a2b9b57a556f41ef9e7b4a846c23eebca2f1e8ea05912f4a70c"),
-    "sweeps/quickstart.yaml": (45, "b87982e6927750f4c7df4d6cadf46fe18c169b02d6d1cafaea68dc55cb7f74c1"),
+    "sweeps/hmm-cpu.yaml": (45, "b87982e6927750f4c7df4d6cadf46fe18c169b02d6d1cafaea68dc55cb7f74c1"),
+    "sweeps/quickstart.yaml": (36, "29683e7f3759ebd68d16d7c1de92725d8a32efa369d06799d9b2fb3a7c62111b"),
     "sweeps/wsd-check.yaml": (16, "b0bd083c06cfff99eb75db31a8affe7a97c6ab28d4d2e7ab2372b6a3f1e61415"),
     "sweeps/wsd-check-shared.yaml": (8, "afa2c8d6cf89aef98e7f78f8f7f452ed58e88157b4c72defdf2d6861899f5b62"),
     "tests/specs/ablations.yaml": (10, "b5a28b9580e37f6543e89fa19c60e0d913e294eb6981e237496a02339aa909a6"),

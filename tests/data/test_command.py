@@ -76,15 +76,25 @@ def test_the_smoke_spec_shows_its_entropy_rate(cli, write_spec) -> None:
 
 def test_the_quickstart_prepares_offline(cli, write_spec, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, out, err = cli("data", REPO / "sweeps" / "quickstart.yaml")
+    code, out, err = cli("data", REPO / "sweeps" / "quickstart.yaml")  # bundled text, a BPE learned here
+    assert (code, err) == (0, "")
+    pools = [line.split()[:2] for line in out.splitlines() if line.split()[:1] in (["8k"], ["32k"], ["100k"],
+                                                                                   ["300k"], ["1M"])]
+    assert pools == [["8k", "8,000"], ["32k", "32,000"], ["100k", "100,000"], ["300k", "300,000"],
+                     ["1M", "1,000,000"]], out
+    code, out, _ = cli("data", REPO / "sweeps" / "quickstart.yaml")
+    assert code == 0 and "already prepared" in out.splitlines()[0]
+
+
+def test_the_hidden_markov_study_prepares_offline_and_shows_its_floor(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = cli("data", REPO / "sweeps" / "hmm-cpu.yaml")
     assert (code, err) == (0, "")
     assert "  entropy     0.9742 nats/symbol (1.4054 bits): the irreducible loss per symbol under the `symbols` " \
            "tokenizer" in out.splitlines()
     pools = [line.split()[:2] for line in out.splitlines()[6:12]]
     assert pools == [["4k", "4,000"], ["8k", "8,000"], ["16k", "16,000"], ["100k", "100,000"],
                      ["300k", "300,000"], ["1M", "1,000,000"]]
-    code, out, _ = cli("data", REPO / "sweeps" / "quickstart.yaml")
-    assert code == 0 and "already prepared" in out.splitlines()[0]
 
 
 def held_out_tokens_left(corpus: Path, validation_tokens: int) -> int:

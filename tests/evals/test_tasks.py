@@ -45,3 +45,13 @@ def test_metric_names_drop_the_default_filter_and_keep_numbers_only() -> None:
               "exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": "N/A"}
     assert metric_names("t", values) == {"eval/t/acc": 0.5, "eval/t/acc_stderr": 0.1,
                                          "eval/t/exact_match.strict-match": 0.25}
+
+
+@pytest.mark.parametrize("script, task", [("make_quickstart_task.py", "quickstart_next"), ("make_hmm_task.py", "hmm_next")])
+def test_the_shipped_task_files_are_what_their_scripts_write(tmp_path, script: str, task: str) -> None:
+    import runpy
+
+    from .helpers import REPO
+
+    runpy.run_path(str(REPO / "sweeps" / "tasks" / script))["main"](tmp_path / "task.jsonl")
+    assert (tmp_path / "task.jsonl").read_bytes() == (REPO / "sweeps" / "tasks" / "data" / f"{task}.jsonl").read_bytes()
