@@ -2,10 +2,10 @@
 
 200 questions on a play no quickstart trial trains on: the last of the bundled corpus in its fixed
 order (Timon of Athens; the quickstart's validation set is the start of the first play and its pools
-end within the first third of the corpus). Each question gives 96 characters of the play and asks
-which 16 characters follow, among four; the three wrong ones are 16 characters from other places of
-the same play that also start a word, so each reads like the play by itself and only a model that
-follows the context picks the true one. Chance is 1/4. Run from the repository root:
+end within the first third of the corpus). Each question gives 48 characters of the play, ending
+inside a word, and asks which 8 characters follow, among four; the three wrong ones are 8
+characters from other places of the same play that also start inside a word, so each reads like
+the play by itself and only a model that follows the context picks the true one. Chance is 1/4. Run from the repository root:
 
     .venv/bin/python sweeps/tasks/make_quickstart_task.py [OUT]
 """
