@@ -33,7 +33,8 @@ def test_smoke_ids_are_pinned() -> None:
 # (sweeper.trial.OPTION_DEFAULTS) came, which left every other pin here as it was; ablations-cpu
 # and tests/specs/ablations.yaml were re-pinned when they gained dual and bd3lm trials, their earlier
 # ids unchanged. hmm-cpu is the quickstart before it moved to text, its 45 ids those the
-# quickstart had; the text quickstart is a new experiment with ids of its own. wsd-check-shared's 8 ids are wsd-check's wsd trials: sharing is how, not what.
+# quickstart had; the text quickstart is a new experiment with ids of its own. wsd-check-shared's
+# 8 ids are wsd-check's wsd trials: sharing is how, not what.
 PINNED_IDS = {
     "sweeps/ablations.yaml": (14, "2d7445a47a8b802e180886f7f408b7379534eebca95c2ce94d2203bc5399ba2c"),
     "sweeps/ablations-cpu.yaml": (20, "8a2d10dec85ee841fdba3d71ee1e0b6e861929e98e8b5b4d6ea5560afc6eef75"),
