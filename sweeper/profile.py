@@ -40,6 +40,10 @@ class Hardware:
     peak_flops: float | None = spec_field(None, positive=True, max=1e18, doc="dense bf16 FLOP/s per device (for MFU)")
     assumed_mfu: float | None = spec_field(None, positive=True, max=1, doc="utilisation the estimate assumes")
     sustained_flops: float | None = spec_field(None, positive=True, max=1e18, doc="measured FLOP/s per device")
+    step_seconds: float = spec_field(0.0, min=0, max=3600, doc="measured seconds an optimizer step costs beyond its "
+                                     "FLOPs: the framework's own work, which dominates models of ~100k parameters")
+    trial_seconds: float = spec_field(0.0, min=0, max=86400, doc="measured seconds a trial costs beyond its steps: "
+                                      "starting its worker, opening its data, writing its checkpoints")
     price_per_device_hour: float | None = spec_field(None, min=0, max=1e6)
     max_micro_batch: int = spec_field(64, positive=True, max=4096)
     max_trials_per_device: int = spec_field(1, positive=True, max=64, doc="small trials share a GPU up to this many")
@@ -71,8 +75,12 @@ class Hardware:
 
     def assumption(self) -> str:
         if self.sustained_flops is not None:
-            return f"{self.sustained_flops:.3g} FLOP/s sustained per device (measured)"
-        return f"{self.assumed_mfu:.0%} MFU of {self.peak_flops:.3g} FLOP/s peak per device"
+            said = f"{self.sustained_flops:.3g} FLOP/s sustained per device (measured)"
+        else:
+            said = f"{self.assumed_mfu:.0%} MFU of {self.peak_flops:.3g} FLOP/s peak per device"
+        overheads = [f"{self.step_seconds * 1000:.3g} ms a step"] if self.step_seconds else []
+        overheads += [f"{self.trial_seconds:.3g} s a trial"] if self.trial_seconds else []
+        return f"{said}{' + ' + ' and '.join(overheads) if overheads else ''}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

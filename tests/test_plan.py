@@ -62,3 +62,25 @@ def test_how_keys_name_real_settings_and_leave_precision_out() -> None:
 def test_an_odd_head_dim_is_refused_where_the_model_is_declared() -> None:
     with pytest.raises(FieldError, match="head_dim 9 is odd"):
         ModelSpec(name="odd", d_model=36, layers=1, heads=4)
+
+
+def test_step_and_trial_seconds_add_the_framework_overheads_flops_do_not_count() -> None:
+    """Each optimizer step costs step_seconds, each forward-only validation batch a third of it, each
+    trial trial_seconds once; the checkpoint cadence counts the steps' time only."""
+    spec = load_spec(REPO / "sweeps" / "quickstart.yaml")
+    profile = load_profile(REPO / "backends" / "local.yaml")
+
+    def with_overheads(step_s: float, trial_s: float) -> dict:
+        hardware = dataclasses.replace(profile.hardware, step_seconds=step_s, trial_seconds=trial_s)
+        return {t.id: t for t in plan_sweep(spec, dataclasses.replace(profile, hardware=hardware)).trials}
+
+    bare, stepped, started = with_overheads(0, 0), with_overheads(0.01, 0), with_overheads(0, 5)
+    for trial_id, trial in bare.items():
+        c = trial.config
+        val_batches = math.ceil(math.ceil(spec.data.validation_tokens / spec.data.seq_len) / c.micro_batch)
+        passes = (1 if c.family == "ar" else c.mdm_eval_samples) * len(c.eval_steps) * val_batches
+        assert stepped[trial_id].device_seconds - trial.device_seconds == pytest.approx(0.01 * (c.steps + passes / 3))
+        assert started[trial_id].device_seconds - trial.device_seconds == pytest.approx(5)
+        assert started[trial_id].config.checkpoint_every_steps == c.checkpoint_every_steps
+        assert stepped[trial_id].config.checkpoint_every_steps <= c.checkpoint_every_steps
+    assert "6 ms a step and 5.7 s a trial" in profile.hardware.assumption()

@@ -91,6 +91,13 @@ def test_max_trials_per_device_is_bounded(tmp_path, cli) -> None:
         "24 hardware.max_trials_per_device: expected a value of at most 64, got 65"
 
 
+def test_measured_overheads_are_seconds_of_zero_or_more(tmp_path, cli) -> None:
+    assert profile_error(tmp_path, cli, "step_seconds: 0.006", "step_seconds: -0.006") == \
+        "28 hardware.step_seconds: expected a value of at least 0, got -0.006"
+    assert profile_error(tmp_path, cli, "trial_seconds: 5.7", "trial_seconds: 5 minutes") == \
+        "29 hardware.trial_seconds: expected a number, got '5 minutes'"
+
+
 # --- GPU shares -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shares", range(1, 65))

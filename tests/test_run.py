@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -86,6 +87,16 @@ def test_smoke_sweep_end_to_end_then_nothing_to_do(tmp_path: Path) -> None:
     assert time.perf_counter() - start < 60
     assert "2 trials: 2 finished, 0 to run" in again.stdout and "nothing to train" in again.stdout
     assert "Ray" not in again.stdout + again.stderr and len(runs(tmp_path / "mlflow.db")) == 3
+
+    # benchmarks/plan_estimate.py sets the plan's estimate beside what the two trials took.
+    estimate = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plan_estimate.py"), SMOKE,
+                               "--backend", profile], capture_output=True, text=True, timeout=120)
+    assert estimate.returncode == 0, estimate.stderr
+    summary = json.loads(estimate.stdout)
+    assert summary["trials_measured"] == 2 and {t["trial"] for t in summary["trials"]} == set(
+        child.info.run_name for child in children)
+    assert summary["measured_total_s"] == pytest.approx(sum(t["measured_s"] for t in summary["trials"]), abs=0.1)
+    assert summary["fitted_step_seconds"] >= 0 and summary["fitted_trial_seconds"] >= 0
 
     # The UI: the experiment's runs nest the trials under the sweep; the saved every-trial view
     # lists each child run by name, sorted by final validation loss.

@@ -36,7 +36,7 @@ from sweeper.spec.expand import expand
 from sweeper.spec.presets import ModelSpec, num_params, num_params_actual
 from sweeper.profile import Hardware, Profile
 from sweeper.spec.schema import FieldError, plain
-from sweeper.plan.sizing import Sizing, downstream_seconds, estimate_device_seconds, size_trial, wall_seconds
+from sweeper.plan.sizing import Sizing, downstream_seconds, size_trial, trial_device_seconds, wall_seconds
 from sweeper.spec import WSD_KEYS, DataSpec, SweepSpec, TrainSpec
 from sweeper.trial import HOW_KEYS, OPTION_DEFAULTS, Parallelism, TrialConfig, changed_options, \
     option_family_problem, options_label, processed_flops, processed_per_token, training_flops
@@ -216,16 +216,18 @@ def plan_trial(spec: SweepSpec, point: Point, profile: Profile) -> Trial:
     evals = eval_steps(steps, train.eval_points, train.eval_spacing)
     sizing = size_trial(model, vocab_size=spec.vocab_size, seq_len=processed * data.seq_len,
                         batch_sequences=train.batch_sequences, precision=train.precision, hardware=hardware)
-    device_s = _device_seconds(family=point.family, model=model, data=data, vocab_size=spec.vocab_size,
-                               batch_sequences=train.batch_sequences, mdm_eval_samples=train.mdm_eval_samples,
-                               hardware=hardware, steps=steps, evaluations=len(evals))
+    device_s = trial_device_seconds(family=point.family, model=model, data=data, vocab_size=spec.vocab_size,
+                                    batch_sequences=train.batch_sequences, micro_batch=sizing.micro_batch,
+                                    mdm_eval_samples=train.mdm_eval_samples, hardware=hardware, steps=steps,
+                                    evaluations=len(evals))
     wall_s = wall_seconds(device_s, sizing, hardware)
     checkpoint_every = max(1, min(steps, math.floor(train.checkpoint_every_minutes * 60 / (wall_s / steps))))
     if spec.evals is not None:  # the eval stage runs in the trial's worker after training: its time is the trial's
         device_s += downstream_seconds(family=point.family, model=model, vocab_size=spec.vocab_size,
                                        seq_len=data.seq_len, hardware=hardware, tasks=len(spec.evals.tasks),
                                        limit=spec.evals.limit, mc_samples=spec.evals.mc_samples)
-        wall_s = wall_seconds(device_s, sizing, hardware)
+    device_s += hardware.trial_seconds  # starting its worker, opening its data: once a trial
+    wall_s = wall_seconds(device_s, sizing, hardware)
     price = hardware.price_per_device_hour
     trial_id = trial_identity(family=point.family, model=model, data=data, train=train,
                               unique_tokens=point.unique_tokens, tokens=point.tokens)
@@ -275,17 +277,6 @@ def schedule_steps(train: TrainSpec, steps: int, epoch_steps: int) -> tuple[int,
     return min(max(1, round(train.warmup_fraction * epoch_steps)), steps - decay), decay
 
 
-def _device_seconds(*, family: str, model: ModelSpec, data: DataSpec, vocab_size: int, batch_sequences: int,
-                    mdm_eval_samples: int, hardware: Hardware, steps: int, evaluations: int) -> float:
-    """Estimated device-seconds of `steps` optimizer steps and `evaluations` validation passes (sizing)."""
-    processed = processed_per_token(family)  # bd3lm reads x_t ⊕ x_0: twice the tokens, sequences 2L long
-    val_samples = {"ar": 1, "dual": 1 + mdm_eval_samples}.get(family, mdm_eval_samples)
-    return estimate_device_seconds(train_tokens=processed * steps * batch_sequences * data.seq_len,
-                                   eval_tokens=processed * evaluations * data.validation_tokens * val_samples,
-                                   model=model, vocab_size=vocab_size, seq_len=processed * data.seq_len,
-                                   hardware=hardware)
-
-
 # What may differ between a trunk and its branches: their length, their decay, and the counts that follow.
 _BRANCH_FIELDS = frozenset({"trial_id", "epochs", "tokens", "steps", "eval_steps", "decay_steps", "decay_shape"})
 
@@ -311,9 +302,10 @@ def share_prefixes(trials: dict[str, Trial], hardware: Hardware) -> dict[str, Tr
             c = trial.config
             if c.decay_start == 0:  # nothing to share
                 continue
-            own_s = _device_seconds(family=c.family, model=trial.model, data=trial.data, vocab_size=c.vocab_size,
-                                    batch_sequences=c.batch_sequences, mdm_eval_samples=c.mdm_eval_samples,
-                                    hardware=hardware, steps=c.decay_steps, evaluations=len(c.eval_steps))
+            own_s = hardware.trial_seconds + trial_device_seconds(
+                family=c.family, model=trial.model, data=trial.data, vocab_size=c.vocab_size,
+                batch_sequences=c.batch_sequences, micro_batch=c.micro_batch, mdm_eval_samples=c.mdm_eval_samples,
+                hardware=hardware, steps=c.decay_steps, evaluations=len(c.eval_steps))
             out[trial.id] = dataclasses.replace(trial, trunk_id=trunk.id, branch_step=c.decay_start,
                                                 branch_device_seconds=own_s)
     return out

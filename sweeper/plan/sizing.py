@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
+from sweeper.spec import DataSpec
 from sweeper.spec.presets import ModelSpec, num_params_actual
-from sweeper.trial import padded_vocab_size, palm_flops_per_token
+from sweeper.trial import padded_vocab_size, palm_flops_per_token, processed_per_token
 from sweeper.profile import Hardware
 
 USABLE_MEMORY = 0.9  # leave room for the allocator's fragmentation
@@ -136,10 +137,31 @@ def _micro_batch(budget: int, static: int, per_sequence: int, per_device_batch: 
 
 
 def estimate_device_seconds(*, train_tokens: int, eval_tokens: int, model: ModelSpec, vocab_size: int,
-                            seq_len: int, hardware: Hardware) -> float:
-    """Device-seconds: training (forward+backward) plus evaluation (forward only, a third as much)."""
+                            seq_len: int, hardware: Hardware, steps: int = 0, eval_batches: int = 0) -> float:
+    """Device-seconds: training (forward+backward) plus evaluation (forward only, a third as much), at the
+    profile's FLOP/s; then the framework's own work, which FLOPs do not count: hardware.step_seconds
+    for each of `steps` optimizer steps and a third of it for each of `eval_batches` forward-only
+    batches. Without it (0 by default) a model of ~100k parameters on a CPU core is estimated
+    several times too fast (benchmarks/plan_estimate.py). A trial's hardware.trial_seconds is
+    the planner's to add, once (sweeper.plan.plan_trial)."""
     per_token = flops_per_token(model, vocab_size, seq_len)
-    return (train_tokens * per_token + eval_tokens * per_token / 3) / hardware.effective_flops
+    flop_seconds = (train_tokens * per_token + eval_tokens * per_token / 3) / hardware.effective_flops
+    return flop_seconds + (steps + eval_batches / 3) * hardware.step_seconds
+
+
+def trial_device_seconds(*, family: str, model: ModelSpec, data: DataSpec, vocab_size: int, batch_sequences: int,
+                         micro_batch: int, mdm_eval_samples: int, hardware: Hardware, steps: int,
+                         evaluations: int) -> float:
+    """Estimated device-seconds of a trial's `steps` optimizer steps and `evaluations` validation passes
+    of `data`, each pass read in batches of `micro_batch` sequences."""
+    processed = processed_per_token(family)  # bd3lm reads x_t ⊕ x_0: twice the tokens, sequences 2L long
+    val_samples = {"ar": 1, "dual": 1 + mdm_eval_samples}.get(family, mdm_eval_samples)
+    val_sequences = -(-data.validation_tokens // data.seq_len)
+    return estimate_device_seconds(train_tokens=processed * steps * batch_sequences * data.seq_len,
+                                   eval_tokens=processed * evaluations * data.validation_tokens * val_samples,
+                                   model=model, vocab_size=vocab_size, seq_len=processed * data.seq_len,
+                                   hardware=hardware, steps=steps,
+                                   eval_batches=evaluations * val_samples * -(-val_sequences // micro_batch))
 
 
 def wall_seconds(device_seconds: float, sizing: Sizing, hardware: Hardware) -> float:
