@@ -36,7 +36,9 @@ def test_ar_loglikelihood_is_the_sum_of_log_probabilities() -> None:
         context, continuation = request.args
         ids = [256, *context.encode()]  # the end-of-document token a document starts after
         whole = ids + list(continuation.encode())
-        assert logprob == pytest.approx(direct_logprob(model, whole, len(ids)), abs=1e-6)
+        # float32 logits from batches of other shapes: kernels round differently per CPU kind (an AVX2
+        # machine gave 1.1e-6 apart on -75.3)
+        assert logprob == pytest.approx(direct_logprob(model, whole, len(ids)), abs=1e-5)
     # greedy: the continuation the model's own argmax gives back
     prompt = [256, *b"ab"]
     best = int(model(torch.tensor([prompt]), causal=True)[0, -1].argmax())
