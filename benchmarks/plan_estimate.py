@@ -63,10 +63,10 @@ def main() -> None:
     spec, profile = load_spec(args.spec), load_profile(args.backend)
     plan = plan_sweep(spec, profile)
     names = {trial.id: trial.name for trial in plan.trials}
+    shown = {trial.id: trial.wall_seconds for trial in plan.trials}
     measured = measured_seconds(profile.mlflow.tracking_uri, spec.experiment, set(names))
     if not measured:
         raise SystemExit(f"no finished trial of {args.spec} in {profile.mlflow.tracking_uri}: run the sweep first")
-    shown = per_trial_seconds(spec, profile)
     flops_only = per_trial_seconds(spec, profile, step_seconds=0.0, trial_seconds=0.0)
     per_step = per_trial_seconds(spec, profile, step_seconds=1.0, trial_seconds=0.0)
     ids = sorted(measured)
