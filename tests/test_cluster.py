@@ -71,26 +71,17 @@ def s3_keys(setup: local.LocalCluster, prefix: str) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-def whole_checkpoint(setup: local.LocalCluster, trial_prefix: str) -> bool:
-    """Whether one of the trial's checkpoints in S3 is whole: its Tune metadata and completion marker
-    there, and every file the marker lists at the size it records. A key alone may be the first file of a copy still under way,
-    and a node lost then leaves only a torn checkpoint, which the retry rightly passes over."""
-    import json
+def whole_checkpoint(setup: local.LocalCluster, trial_dir: str) -> bool:
+    """Whether the trial has a checkpoint in S3 that a retry would resume from (resume_candidates). A
+    key alone may be the first file of a copy still under way, and a node lost then leaves only a torn
+    checkpoint, which the retry rightly passes over."""
+    from unittest import mock
 
-    from sweeper.driver.checkpoints import CHECKPOINT_METADATA
-    from sweeper.trainer.checkpoint import COMPLETE_FILE
+    from sweeper.driver.checkpoints import resume_candidates
 
-    s3 = setup.s3_client()
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=local.BUCKET, Prefix=f"{trial_prefix}checkpoint_")
-    sizes = {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
-    for key in sizes:
-        if key.endswith(f"/{COMPLETE_FILE}"):
-            folder = key.removesuffix(COMPLETE_FILE)
-            files = json.loads(s3.get_object(Bucket=local.BUCKET, Key=key)["Body"].read())["files"]
-            if folder + CHECKPOINT_METADATA in sizes and all(
-                    sizes.get(folder + name) == record["bytes"] for name, record in files.items()):
-                return True
-    return False
+    credentials = {k: v for k, v in setup.env().items() if k.startswith("AWS_")}
+    with mock.patch.dict(os.environ, credentials):
+        return bool(resume_candidates(trial_dir, setup.s3_endpoint)[0])
 
 
 def jobs(setup: local.LocalCluster) -> list:
@@ -136,7 +127,7 @@ def test_cluster_sweep_lost_node_duplicate_submission_and_reconnect(setup: local
         runs = trial_runs(setup, "cluster-long")
         nodes = {r.data.tags.get("sweeper.trial_id"): r.data.tags.get("node") for r in runs}
         on_worker = [t for t, n in nodes.items() if n == worker]
-        if on_worker and whole_checkpoint(setup, f"sweeps/cluster-long/{on_worker[0]}/"):
+        if on_worker and whole_checkpoint(setup, f"s3://{local.BUCKET}/sweeps/cluster-long/{on_worker[0]}"):
             break
         assert time.monotonic() < deadline, (nodes, worker)
         time.sleep(1)
@@ -165,7 +156,8 @@ def test_stop_then_resubmit_continues(setup: local.LocalCluster, tmp_path: Path)
     submitted = sweeper(setup, "run", spec, "--backend", PROFILE, "--no-follow")
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     deadline = time.monotonic() + 240
-    while not any(whole_checkpoint(setup, f"sweeps/cluster-stop/{r.data.tags['sweeper.trial_id']}/")
+    stop_dir = f"s3://{local.BUCKET}/sweeps/cluster-stop"
+    while not any(whole_checkpoint(setup, f"{stop_dir}/{r.data.tags['sweeper.trial_id']}")
                   for r in trial_runs(setup, "cluster-stop")):
         assert time.monotonic() < deadline
         time.sleep(1)
