@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sweeper.fit import frontier, laws
+from sweeper.fit import critical_compute, frontier, laws
 from sweeper.fit.plotting import (
     DPI,
     budgets,
@@ -110,9 +110,15 @@ def iso_loss(analysis: Analysis, path: Path) -> str | None:
         compute = np.geomspace(6 * params_grid[0] * budget, 6 * params_grid[-1] * budget * 1e3, 60)
         best_params = frontier.best_loss(fit.law, compute, budget)[1]
         best_epochs = compute / (6.0 * best_params * budget)
-        inside = (best_epochs >= 1) & (best_epochs <= 1000)
-        ax.plot(best_params[inside], best_epochs[inside], color="red", lw=1.6,
-                label="best (N, epochs) at each compute")
+        inside = ((best_epochs >= 1) & (best_epochs <= 1000)
+                  & (best_params >= params_grid[0]) & (best_params <= params_grid[-1]))
+        if inside.any():
+            ax.plot(best_params[inside], best_epochs[inside], color="red", lw=1.6,
+                    label="best (N, epochs) at each compute")
+        else:  # a law whose best model is far outside the runs' sizes: say so, do not stretch the axis
+            side = "smaller" if np.median(best_params) < params_grid[0] else "larger"
+            ax.plot([], [], color="red", lw=1.6,
+                    label=f"best (N, epochs): N {side} than this panel at every compute")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("parameters N")
@@ -176,8 +182,27 @@ def c_crit(analysis: Analysis, path: Path) -> str | None:
     ax.set_title("Compute beyond which masked diffusion beats autoregression", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
+    caveats = _c_crit_caveats(analysis, from_laws=any(p.law.value is not None for p in points),
+                              observed=bool(observed))
+    if caveats:
+        ax.text(0.98, 0.02, "\n".join(caveats), transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=7, color="tab:red", wrap=True,
+                bbox={"facecolor": "white", "edgecolor": "tab:red", "alpha": 0.9})
     save(figure, path)
     return ("Critical compute against unique data: below C_crit autoregression reaches the lower "
             "loss, above it masked diffusion does. Error bars are bootstrap intervals; hollow "
-            "markers lie outside the compute the runs used.")
+            "markers lie outside the compute the runs used."
+            + "".join(f" {line[0].upper()}{line[1:]}." for line in caveats))
+
+
+def _c_crit_caveats(analysis: Analysis, *, from_laws: bool, observed: bool) -> list[str]:
+    """What the C_crit figure must say on its face: that no run crossed, and which parameters
+    the laws' crossings rest on without having fitted them (held at a search bound)."""
+    if not from_laws:
+        return []
+    caveats = [] if observed else ["no run observed a crossing: every point is from the laws alone"]
+    assumed = critical_compute.unidentified(analysis.families["ar"], analysis.families["mdm"])
+    if assumed:
+        caveats.append(f"the laws hold {', '.join(assumed)} at a search bound, not fitted")
+    return caveats
 

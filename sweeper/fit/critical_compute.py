@@ -20,7 +20,7 @@ import numpy as np
 
 from sweeper.fit import bootstrap, frontier
 from sweeper.fit.fitter import law_from_vector
-from sweeper.fit.laws import STEP2_NAMES
+from sweeper.fit.laws import PARAMETER_NAMES, STEP2_NAMES
 from sweeper.fit.results import SYMBOLS, Comparison, CritLaw, CritPoint, Estimate, FamilyFit, FitOptions
 from sweeper.fit.table import Observations
 from sweeper.trial import processed_per_token
@@ -58,14 +58,21 @@ def _compare_pair(ar: FamilyFit, mdm: FamilyFit, options: FitOptions, notes: lis
         notes.append(f"{prefix}C_crit from the laws skipped: {', '.join(lacking)} has no full "
                      "data-constrained law (E, A, B, α, β, R*_D and R*_N); observed frontiers only")
     if use_laws:
-        vague = [f"{fit.family}'s {SYMBOLS[name]}" for fit in (ar, mdm)
-                 for name in STEP2_NAMES if fit.estimates[name].status == "unidentified"]
+        vague = unidentified(ar, mdm, STEP2_NAMES)
         if vague:
             notes.append(f"{prefix}C_crit from the laws uses {', '.join(vague)} at its search bound "
                          "(no decay seen), so it assumes repeats keep their full value")
     points, draws = _crit_points(ar, mdm, budgets, use_laws, options)
     c_crit = _crit_law(points, draws, options, notes, prefix)
     return points, c_crit, draws
+
+
+def unidentified(ar: FamilyFit, other: FamilyFit,
+                 names: tuple[str, ...] = PARAMETER_NAMES) -> list[str]:
+    """The parameters among `names` that either family's law holds at a search bound, as
+    "mdm's R*_D": C_crit from the laws rests on them, so what it says there is assumed, not fitted."""
+    return [f"{fit.family}'s {SYMBOLS[name]}" for fit in (ar, other)
+            for name in names if fit.estimates[name].status == "unidentified"]
 
 
 def versus_ar(families: dict[str, FamilyFit], options: FitOptions, notes: list[str],
