@@ -170,3 +170,13 @@ def test_finished_trials_in_storage_are_found_with_whether_they_keep_their_curve
     steps = {trial: 63 for trial in ("kept", "old", "halfway", "torn", "never-ran")}
     assert finished_in_storage(str(tmp_path), steps) == {"kept": True, "old": False}
     assert finished_in_storage(str(tmp_path / "nothing-here"), steps) == {}
+
+
+def test_time_left_is_the_plans_estimate_until_a_tenth_is_done_then_the_rate_measured() -> None:
+    from sweeper.driver.progress import time_left
+
+    assert time_left(30.0, 0.0, 1e12, 600.0) == "≈10 min estimated"
+    assert time_left(30.0, 0.09e12, 1e12, 600.0) == "≈10 min estimated"
+    # a quarter done in 5 min: three quarters more take 15 min, whatever the plan said
+    assert time_left(300.0, 0.25e12, 1e12, 600.0) == "≈15 min left at the rate so far (plan: 10 min)"
+    assert time_left(900.0, 1e12, 1e12, 600.0) == "≈0 s left at the rate so far (plan: 10 min)"

@@ -3,7 +3,8 @@
 `SweepCallback` is the only MLflow writer of a sweep (trials report to the driver through Tune),
 so a sqlite store never sees two writers. On a terminal it keeps a live rich view of the trials
 (pending / running / finished / failed), tokens and FLOPs done against the plan, elapsed time
-against the estimate; when stdout is not a terminal it prints plain log lines instead.
+and the time left (the plan's estimate, then the FLOP rate measured so far); when stdout is not a
+terminal it prints plain log lines instead.
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ from sweeper.evals.stage import TAG_PREFIX as EVAL_TAG_PREFIX
 from sweeper.driver.worker import CURVE_KEY, FAILURE_KEY, NODE_KEY, RESUMED_KEY, STORAGE_FULL_KEY, WARNING_KEY
 
 PLAIN_LOG_EVERY_S = 30.0
+
+
+MEASURED_FROM = 0.1  # the share of the planned FLOPs done before the throughput so far is trusted
+
+
+def time_left(elapsed_s: float, done_flops: float, planned_flops: float, estimate_s: float) -> str:
+    """What the live view says of the time to go: the plan's estimate for the whole sweep until
+    MEASURED_FROM of its FLOPs are done, then the rest at the FLOP rate this run has measured
+    (elapsed · (planned − done) / done), since the plan's hardware figures are often another
+    machine's. It assumes the rest trains at the average rate so far; one long trial left running
+    alone takes longer than that."""
+    if planned_flops > 0 and done_flops >= MEASURED_FROM * planned_flops:
+        rest = elapsed_s * max(planned_flops - done_flops, 0.0) / done_flops
+        return f"≈{fmt_duration(rest)} left at the rate so far (plan: {fmt_duration(estimate_s)})"
+    return f"≈{fmt_duration(estimate_s)} estimated"
 
 
 @dataclass(slots=True)
@@ -225,9 +241,10 @@ class SweepCallback(Callback):
                          for s in self.states.values())
         planned_flops = sum(s.trial.flops for s in self.states.values())
         states = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        elapsed = time.monotonic() - self.started
         return (f"{states} · tokens {fmt_count(done_tokens)}/{fmt_count(planned_tokens)} "
                 f"({done_tokens / planned_tokens:.0%}) · FLOPs {fmt_sci(done_flops or 0)}/{fmt_sci(planned_flops)} · "
-                f"{fmt_duration(time.monotonic() - self.started)} elapsed, ≈{fmt_duration(self.estimate_s)} estimated")
+                f"{fmt_duration(elapsed)} elapsed, {time_left(elapsed, done_flops, planned_flops, self.estimate_s)}")
 
     def view(self) -> Table:
         table = Table(title=self.summary_line(), title_justify="left", header_style="bold")
