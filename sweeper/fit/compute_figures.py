@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import LogLocator, NullFormatter
 
 from sweeper.fit import critical_compute, frontier, laws
 from sweeper.fit.plotting import (
@@ -120,6 +121,9 @@ def iso_loss(analysis: Analysis, path: Path) -> str | None:
             ax.plot([], [], color="red", lw=1.6,
                     label=f"best (N, epochs): N {side} than this panel at every compute")
         ax.set_xscale("log")
+        # the panel spans little more than a decade of N: label 1 and 3 of each, not every minor tick
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_yscale("log")
         ax.set_xlabel("parameters N")
         ax.set_ylabel("epochs (D / U)")
