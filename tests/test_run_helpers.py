@@ -172,11 +172,11 @@ def test_finished_trials_in_storage_are_found_with_whether_they_keep_their_curve
     assert finished_in_storage(str(tmp_path / "nothing-here"), steps) == {}
 
 
-def test_time_left_is_the_plans_estimate_until_a_tenth_is_done_then_the_rate_measured() -> None:
+def test_time_left_is_the_plans_estimate_until_a_tenth_is_done_then_the_pace_measured() -> None:
     from sweeper.driver.progress import time_left
 
-    assert time_left(30.0, 0.0, 1e12, 600.0) == "≈10 min estimated"
-    assert time_left(30.0, 0.09e12, 1e12, 600.0) == "≈10 min estimated"
-    # a quarter done in 5 min: three quarters more take 15 min, whatever the plan said
-    assert time_left(300.0, 0.25e12, 1e12, 600.0) == "≈15 min left at the rate so far (plan: 10 min)"
-    assert time_left(900.0, 1e12, 1e12, 600.0) == "≈0 s left at the rate so far (plan: 10 min)"
+    assert time_left(30.0, 0.0, 600.0, 600.0) == "≈10 min estimated"
+    assert time_left(30.0, 59.0, 600.0, 600.0) == "≈10 min estimated"
+    # a quarter of the planned work done in 5 min: three quarters more take 15 min, whatever the plan said
+    assert time_left(300.0, 150.0, 600.0, 600.0) == "≈15 min left at the pace so far (plan: 10 min)"
+    assert time_left(900.0, 600.0, 600.0, 600.0) == "≈0 s left at the pace so far (plan: 10 min)"

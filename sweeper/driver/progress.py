@@ -3,7 +3,7 @@
 `SweepCallback` is the only MLflow writer of a sweep (trials report to the driver through Tune),
 so a sqlite store never sees two writers. On a terminal it keeps a live rich view of the trials
 (pending / running / finished / failed), tokens and FLOPs done against the plan, elapsed time
-and the time left (the plan's estimate, then the FLOP rate measured so far); when stdout is not a
+and the time left (the plan's estimate, then the pace measured so far); when stdout is not a
 terminal it prints plain log lines instead.
 """
 
@@ -36,18 +36,20 @@ from sweeper.driver.worker import CURVE_KEY, FAILURE_KEY, NODE_KEY, RESUMED_KEY,
 PLAIN_LOG_EVERY_S = 30.0
 
 
-MEASURED_FROM = 0.1  # the share of the planned FLOPs done before the throughput so far is trusted
+MEASURED_FROM = 0.1  # the share of the planned work done before the pace so far is trusted
 
 
-def time_left(elapsed_s: float, done_flops: float, planned_flops: float, estimate_s: float) -> str:
-    """What the live view says of the time to go: the plan's estimate for the whole sweep until
-    MEASURED_FROM of its FLOPs are done, then the rest at the FLOP rate this run has measured
-    (elapsed · (planned − done) / done), since the plan's hardware figures are often another
-    machine's. It assumes the rest trains at the average rate so far; one long trial left running
-    alone takes longer than that."""
-    if planned_flops > 0 and done_flops >= MEASURED_FROM * planned_flops:
-        rest = elapsed_s * max(planned_flops - done_flops, 0.0) / done_flops
-        return f"≈{fmt_duration(rest)} left at the rate so far (plan: {fmt_duration(estimate_s)})"
+def time_left(elapsed_s: float, done_s: float, planned_s: float, estimate_s: float) -> str:
+    """What the live view says of the time to go. Work is counted in the plan's own seconds
+    (`planned_s`: every trial's planned time; `done_s`: each trial's share of it by the tokens it
+    has trained, all of it once finished), so per-step and per-trial overheads weigh as the plan
+    weighs them, which FLOPs alone do not. Until MEASURED_FROM of the work is done the line gives
+    the plan's estimate for the sweep; then the rest at the pace measured so far,
+    elapsed · (planned − done) / done, since the plan's hardware figures are often another
+    machine's. One long trial left running alone takes longer than that."""
+    if planned_s > 0 and done_s >= MEASURED_FROM * planned_s:
+        rest = elapsed_s * max(planned_s - done_s, 0.0) / done_s
+        return f"≈{fmt_duration(rest)} left at the pace so far (plan: {fmt_duration(estimate_s)})"
     return f"≈{fmt_duration(estimate_s)} estimated"
 
 
@@ -241,10 +243,13 @@ class SweepCallback(Callback):
                          for s in self.states.values())
         planned_flops = sum(s.trial.flops for s in self.states.values())
         states = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        planned_s = sum(s.trial.wall_seconds for s in self.states.values())
+        done_s = sum(s.trial.wall_seconds * (1.0 if s.state == "finished" else min(s.tokens / s.trial.tokens, 1.0))
+                     for s in self.states.values() if s.trial.tokens)
         elapsed = time.monotonic() - self.started
         return (f"{states} · tokens {fmt_count(done_tokens)}/{fmt_count(planned_tokens)} "
                 f"({done_tokens / planned_tokens:.0%}) · FLOPs {fmt_sci(done_flops or 0)}/{fmt_sci(planned_flops)} · "
-                f"{fmt_duration(elapsed)} elapsed, {time_left(elapsed, done_flops, planned_flops, self.estimate_s)}")
+                f"{fmt_duration(elapsed)} elapsed, {time_left(elapsed, done_s, planned_s, self.estimate_s)}")
 
     def view(self) -> Table:
         table = Table(title=self.summary_line(), title_justify="left", header_style="bold")
