@@ -9,9 +9,7 @@ reported as skipped or unidentified and a note says why, and everything else is 
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
-import multiprocessing
 import os
 from dataclasses import replace
 
@@ -186,7 +184,7 @@ def fit_family(observations: Observations, n_trials: int, options: FitOptions,
                             restarts=options.restarts).vector
 
     draws = bootstrap.bootstrap(restarted, single.astype(int), options.resamples, seed,
-                                len(PARAMETER_NAMES))
+                                len(PARAMETER_NAMES), processes=_workers(options.processes))
     estimates = {}
     for i, name in enumerate(PARAMETER_NAMES):
         if name in fixed:
@@ -262,23 +260,10 @@ def analyse(observations: Observations, trials_per_family: dict[str, int],
         return _analyse(observations, trials_per_family, options)
 
 
-def _fit_one(job: tuple[Observations, int, FitOptions, int]) -> FamilyFit:
-    with single_threaded_blas():
-        return fit_family(*job)
-
-
-def _fit_families(jobs: list[tuple[Observations, int, FitOptions, int]],
-                  processes: int) -> list[FamilyFit]:
-    """Fit the families, in parallel processes where there are several and the cores to run
-    them: families are independent and each fit is single-threaded Python, so two families on
-    two cores take the time of one. Seeds are fixed per family, so the result is the same."""
+def _workers(processes: int) -> int:
+    """The processes a family's bootstrap refits run on: `processes`, or one per core (0)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = min(len(jobs), processes or cores or 1)
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return [fit_family(*job) for job in jobs]
-    context = multiprocessing.get_context("fork")  # the children inherit the imported modules
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(_fit_one, jobs))
+    return processes or cores or 1
 
 
 def _analyse(observations: Observations, trials_per_family: dict[str, int],
@@ -288,7 +273,10 @@ def _analyse(observations: Observations, trials_per_family: dict[str, int],
     jobs = [(observations.of_family(name), trials_per_family[name], options,
              int(seed.generate_state(1)[0]))
             for name, seed in zip(observations.families(), seeds, strict=True)]
-    families = {str(fit.family): fit for fit in _fit_families(jobs, options.processes)}
+    # Families one after the other, each spreading its bootstrap refits over the cores: a
+    # family's refits are most of its fit, and families differ in cost (on the quickstart AR's
+    # refits take three times mdm's), so sharing the refits keeps every core busy to the end.
+    families = {str(fit.family): fit for fit in (fit_family(*job) for job in jobs)}
     points, c_crit, draws = critical_compute.compare(families, options, notes)
     versus = critical_compute.versus_ar(families, options, notes,
                                         mdm=(points, c_crit, draws) if "mdm" in families else None)

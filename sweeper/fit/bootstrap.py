@@ -9,6 +9,8 @@ stratified resampling). Intervals are percentile intervals of the refitted value
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,16 +31,40 @@ def resample_weights(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return weights
 
 
+_REFIT: Refit | None = None  # the refit that forked workers call: set before the pool forks
+
+
+def _refit_chunk(weights: np.ndarray) -> np.ndarray:
+    assert _REFIT is not None
+    with single_threaded_blas(), np.errstate(all="ignore"):
+        return np.array([_REFIT(row) for row in weights])
+
+
 def bootstrap(refit: Refit, strata: np.ndarray, resamples: int, seed: int,
-              num_parameters: int) -> np.ndarray:
-    """(resamples, num_parameters) refitted vectors."""
+              num_parameters: int, processes: int = 1) -> np.ndarray:
+    """(resamples, num_parameters) refitted vectors.
+
+    Every resample's weights are drawn first, in order, from the one seeded generator; with
+    `processes` > 1 (where the platform can fork) the refits then run in chunks on that many
+    forked processes. Each refit depends only on its weights, so the draws are the same either way.
+    """
     rng = np.random.default_rng(seed)
+    weights = np.array([resample_weights(strata, rng) for _ in range(resamples)]).reshape(resamples, len(strata))
+    if processes > 1 and resamples > 1 and "fork" in multiprocessing.get_all_start_methods():
+        global _REFIT
+        _REFIT = refit
+        try:
+            chunks = [chunk for chunk in np.array_split(weights, 4 * processes) if len(chunk)]
+            context = multiprocessing.get_context("fork")  # the children inherit `refit`
+            with concurrent.futures.ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+                return np.concatenate(list(pool.map(_refit_chunk, chunks))).reshape(resamples, num_parameters)
+        finally:
+            _REFIT = None
     draws = np.empty((resamples, num_parameters))
     with single_threaded_blas():
-        for i in range(resamples):
-            weights = resample_weights(strata, rng)
+        for i, row in enumerate(weights):
             with np.errstate(all="ignore"):
-                draws[i] = refit(weights)
+                draws[i] = refit(row)
     return draws
 
 

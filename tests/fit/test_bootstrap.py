@@ -140,3 +140,17 @@ def test_a_law_fitted_on_smaller_runs_predicts_the_largest() -> None:
     assert len(rollout.rows) == 20
     assert rollout.min_flops == np.sort(data.flops)[-20]
     assert rollout.mean_abs_relative_error < 0.02  # 0.5% noise, extrapolated
+
+
+def test_refits_spread_over_processes_give_the_draws_of_one_process() -> None:
+    values = np.arange(12.0)
+    strata = np.r_[np.zeros(5, int), np.ones(7, int)]
+
+    def refit(weights: np.ndarray) -> np.ndarray:  # a closure, as analysis passes: forked, not pickled
+        return np.array([weights @ values / weights.sum(), weights[strata == 1].sum()])
+
+    one = bootstrap.bootstrap(refit, strata, 37, 5, 2)
+    spread = bootstrap.bootstrap(refit, strata, 37, 5, 2, processes=2)
+    np.testing.assert_array_equal(one, spread)
+    assert (one[:, 1] == 7).all()  # each stratum keeps its size
+    assert bootstrap.bootstrap(refit, strata, 0, 5, 2, processes=2).shape == (0, 2)
