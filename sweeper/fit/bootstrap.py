@@ -34,10 +34,15 @@ def resample_weights(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray
 _REFIT: Refit | None = None  # the refit that forked workers call: set before the pool forks
 
 
-def _refit_chunk(weights: np.ndarray) -> np.ndarray:
-    assert _REFIT is not None
+def _refit_rows(refit: Refit, weights: np.ndarray, num_parameters: int) -> np.ndarray:
+    """refit(row) for every row of weights, with one BLAS thread: (rows, num_parameters)."""
     with single_threaded_blas(), np.errstate(all="ignore"):
-        return np.array([_REFIT(row) for row in weights])
+        return np.array([refit(row) for row in weights]).reshape(len(weights), num_parameters)
+
+
+def _refit_chunk(chunk: tuple[np.ndarray, int]) -> np.ndarray:
+    assert _REFIT is not None
+    return _refit_rows(_REFIT, *chunk)
 
 
 def bootstrap(refit: Refit, strata: np.ndarray, resamples: int, seed: int,
@@ -57,15 +62,10 @@ def bootstrap(refit: Refit, strata: np.ndarray, resamples: int, seed: int,
             chunks = [chunk for chunk in np.array_split(weights, 4 * processes) if len(chunk)]
             context = multiprocessing.get_context("fork")  # the children inherit `refit`
             with concurrent.futures.ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
-                return np.concatenate(list(pool.map(_refit_chunk, chunks))).reshape(resamples, num_parameters)
+                return np.concatenate(list(pool.map(_refit_chunk, [(c, num_parameters) for c in chunks])))
         finally:
             _REFIT = None
-    draws = np.empty((resamples, num_parameters))
-    with single_threaded_blas():
-        for i, row in enumerate(weights):
-            with np.errstate(all="ignore"):
-                draws[i] = refit(row)
-    return draws
+    return _refit_rows(refit, weights, num_parameters)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
