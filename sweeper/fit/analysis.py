@@ -10,12 +10,11 @@ reported as skipped or unidentified and a note says why, and everything else is 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import replace
 
 import numpy as np
 
-from sweeper.fit import bootstrap, critical_compute, laws
+from sweeper.fit import bootstrap, critical_compute, laws, parallel
 from sweeper.fit.fitter import FitPlan, fit_step1, fit_step2, fit_two_step, law_from_vector
 from sweeper.fit.laws import PARAMETER_NAMES, STEP1_NAMES, STEP2_NAMES
 from sweeper.fit.multistart import at_upper_bound, single_threaded_blas
@@ -184,7 +183,7 @@ def fit_family(observations: Observations, n_trials: int, options: FitOptions,
                             restarts=options.restarts).vector
 
     draws = bootstrap.bootstrap(restarted, single.astype(int), options.resamples, seed,
-                                len(PARAMETER_NAMES), processes=_workers(options.processes))
+                                len(PARAMETER_NAMES), processes=parallel.workers(options.processes))
     estimates = {}
     for i, name in enumerate(PARAMETER_NAMES):
         if name in fixed:
@@ -258,12 +257,6 @@ def analyse(observations: Observations, trials_per_family: dict[str, int],
     with 'ar' (Analysis.versus_ar)."""
     with single_threaded_blas():
         return _analyse(observations, trials_per_family, options)
-
-
-def _workers(processes: int) -> int:
-    """The processes a family's bootstrap refits run on: `processes`, or one per core (0)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return processes or cores or 1
 
 
 def _analyse(observations: Observations, trials_per_family: dict[str, int],

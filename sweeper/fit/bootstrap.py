@@ -9,13 +9,12 @@ stratified resampling). Intervals are percentile intervals of the refitted value
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from sweeper.fit import parallel
 from sweeper.fit.multistart import single_threaded_blas
 
 Refit = Callable[[np.ndarray], np.ndarray]  # weights per row -> parameter vector
@@ -31,18 +30,10 @@ def resample_weights(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return weights
 
 
-_REFIT: Refit | None = None  # the refit that forked workers call: set before the pool forks
-
-
 def _refit_rows(refit: Refit, weights: np.ndarray, num_parameters: int) -> np.ndarray:
     """refit(row) for every row of weights, with one BLAS thread: (rows, num_parameters)."""
     with single_threaded_blas(), np.errstate(all="ignore"):
         return np.array([refit(row) for row in weights]).reshape(len(weights), num_parameters)
-
-
-def _refit_chunk(chunk: tuple[np.ndarray, int]) -> np.ndarray:
-    assert _REFIT is not None
-    return _refit_rows(_REFIT, *chunk)
 
 
 def bootstrap(refit: Refit, strata: np.ndarray, resamples: int, seed: int,
@@ -50,22 +41,17 @@ def bootstrap(refit: Refit, strata: np.ndarray, resamples: int, seed: int,
     """(resamples, num_parameters) refitted vectors.
 
     Every resample's weights are drawn first, in order, from the one seeded generator; with
-    `processes` > 1 (where the platform can fork) the refits then run in chunks on that many
-    forked processes. Each refit depends only on its weights, so the draws are the same either way.
+    `processes` > 1 the refits then run in chunks on that many forked processes
+    (`parallel.map_chunks`). Each refit depends only on its weights, so the draws are the same
+    either way.
     """
     rng = np.random.default_rng(seed)
     weights = np.array([resample_weights(strata, rng) for _ in range(resamples)]).reshape(resamples, len(strata))
-    if processes > 1 and resamples > 1 and "fork" in multiprocessing.get_all_start_methods():
-        global _REFIT
-        _REFIT = refit
-        try:
-            chunks = [chunk for chunk in np.array_split(weights, 4 * processes) if len(chunk)]
-            context = multiprocessing.get_context("fork")  # the children inherit `refit`
-            with concurrent.futures.ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
-                return np.concatenate(list(pool.map(_refit_chunk, [(c, num_parameters) for c in chunks])))
-        finally:
-            _REFIT = None
-    return _refit_rows(refit, weights, num_parameters)
+    if processes <= 1 or resamples <= 1:
+        return _refit_rows(refit, weights, num_parameters)
+    chunks = [chunk for chunk in np.array_split(weights, 4 * processes) if len(chunk)]
+    return np.concatenate(parallel.map_chunks(
+        lambda chunk: _refit_rows(refit, chunk, num_parameters), chunks, processes))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

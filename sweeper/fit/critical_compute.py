@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from sweeper.fit import bootstrap, frontier
+from sweeper.fit import bootstrap, frontier, parallel
 from sweeper.fit.fitter import law_from_vector
 from sweeper.fit.laws import PARAMETER_NAMES, STEP2_NAMES
 from sweeper.fit.results import SYMBOLS, Comparison, CritLaw, CritPoint, Estimate, FamilyFit, FitOptions
@@ -129,11 +129,8 @@ def _crit_points(ar: FamilyFit, mdm: FamilyFit, budgets: tuple[float, ...], use_
             else:
                 used = np.concatenate([rows_ar.flops, rows_mdm.flops * cost_factor])
                 extrapolated = not (len(used) and used.min() <= law_value <= used.max())
-            for b in range(resamples):
-                if np.isfinite(ar.draws[b]).all() and np.isfinite(mdm.draws[b]).all():
-                    draws[b, j] = frontier.critical_compute(
-                        law_from_vector(mdm.draws[b]), law_from_vector(ar.draws[b]),
-                        unique_tokens, near=law_value, other=other, cost_factor=cost_factor).flops or np.nan
+            draws[:, j] = _crit_draws(ar.draws[:resamples], mdm.draws[:resamples], unique_tokens,
+                                      law_value, other, cost_factor, options.processes)
             interval = bootstrap.percentile_interval(np.log(draws[:, j]), options.confidence)
         points.append(CritPoint(
             unique_tokens=unique_tokens,
@@ -143,6 +140,23 @@ def _crit_points(ar: FamilyFit, mdm: FamilyFit, budgets: tuple[float, ...], use_
                          status="fitted" if law_value is not None else "skipped"),
             empirical=observed.flops, extrapolated=extrapolated, reasons=tuple(reasons)))
     return tuple(points), draws
+
+
+def _crit_draws(ar_draws: np.ndarray, mdm_draws: np.ndarray, unique_tokens: float,
+                near: float | None, other: str, cost_factor: float, processes: int) -> np.ndarray:
+    """C_crit at one U for each pair of resampled laws (NaN where a law is incomplete or the
+    pair does not cross), spread over the cores: (resamples,) FLOPs."""
+    def chunk_values(rows: np.ndarray) -> list[float]:
+        return [frontier.critical_compute(
+            law_from_vector(mdm_draws[b]), law_from_vector(ar_draws[b]), unique_tokens,
+            near=near, other=other, cost_factor=cost_factor).flops or np.nan
+            if np.isfinite(ar_draws[b]).all() and np.isfinite(mdm_draws[b]).all() else np.nan
+            for b in rows]
+
+    count = parallel.workers(processes)
+    chunks = [rows for rows in np.array_split(np.arange(len(ar_draws)), 4 * count) if len(rows)]
+    return np.array([value for values in parallel.map_chunks(chunk_values, chunks, count)
+                     for value in values], dtype=float).reshape(len(ar_draws))
 
 
 def _power_law(budgets: np.ndarray, values: np.ndarray, draws: np.ndarray,

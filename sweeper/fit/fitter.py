@@ -77,17 +77,18 @@ def _huber(residual: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.nd
     """Weighted mean of Huber_δ(r)/δ and its derivative per row.
 
     Dividing by δ and by the total weight changes no minimiser but puts the objective near
-    mean |r|, a scale on which L-BFGS's default-style tolerances behave.
+    mean |r|, a scale on which L-BFGS's default-style tolerances behave. (Written with bare
+    ufuncs: on a few rows each call's overhead, not its arithmetic, is the cost.)
     """
     size = np.abs(residual)
     value = np.where(size <= HUBER_DELTA, 0.5 * residual**2 / HUBER_DELTA, size - 0.5 * HUBER_DELTA)
-    total = weights.sum()
-    slope = np.clip(residual, -HUBER_DELTA, HUBER_DELTA) / HUBER_DELTA * weights / total
-    return (value * weights).sum(axis=-1) / total, slope
+    total = np.add.reduce(weights)
+    clipped = np.minimum(np.maximum(residual, -HUBER_DELTA), HUBER_DELTA)
+    return np.add.reduce(value * weights, axis=-1) / total, clipped / HUBER_DELTA * weights / total
 
 
-def _logsumexp3(t1: np.ndarray, t2: np.ndarray, t3: np.ndarray) -> tuple[np.ndarray, ...]:
-    """log(e^t1 + e^t2 + e^t3) and the softmax weights of the three terms."""
+def _logsumexp3(t1: np.ndarray, t2: np.ndarray, t3: np.ndarray | float) -> tuple[np.ndarray, ...]:
+    """log(e^t1 + e^t2 + e^t3) and the softmax weights of the three terms (t3 may be a scalar)."""
     peak = np.maximum(np.maximum(t1, t2), t3)
     p1, p2, p3 = np.exp(t1 - peak), np.exp(t2 - peak), np.exp(t3 - peak)
     total = p1 + p2 + p3
@@ -134,7 +135,8 @@ def _saturation(repeats: np.ndarray, log_decay: float) -> tuple[np.ndarray, ...]
     decay = math.exp(min(log_decay, 50.0))
     ratio = repeats / decay
     decayed = np.exp(-ratio)
-    return -decay * np.expm1(-ratio), decay * (-np.expm1(-ratio) - ratio * decayed), decayed
+    lost = np.expm1(-ratio)  # e^(−R/R*) − 1
+    return -decay * lost, decay * (-lost - ratio * decayed), decayed
 
 
 def _step1_joint_value_and_grad(theta: np.ndarray, data: _Step1Data,
@@ -149,26 +151,25 @@ def _step1_joint_value_and_grad(theta: np.ndarray, data: _Step1Data,
     log_n, log_d, log_u = data.log_params, data.log_tokens, data.log_unique
     k = math.log(alpha) - math.log(beta) + a - b + beta * log_u
     log_optimal = k / alpha
-    over = log_n > log_optimal
-    excess = np.where(over, np.minimum(log_n - log_optimal, 50.0), 0.0)
+    # log(N/U_N) where positive, else 0; every term below then reduces exactly to N' = N
+    # (excess 0: S = 0, g = 0, h = 0) on the rows at or under U_N.
+    excess = np.where(log_n > log_optimal, np.minimum(log_n - log_optimal, 50.0), 0.0)
     repeats = np.expm1(excess)
     saturating, d_saturating, decayed = _saturation(repeats, log_decay)
-    log_eff = np.where(over, log_n - excess + np.log1p(saturating), log_n)
-    # d log N' / d log U_N and d log N' / d log R*_N, zero where N' = N
-    g = np.where(over, 1.0 - decayed * (1.0 + repeats) / (1.0 + saturating), 0.0)
-    h = np.where(over, d_saturating / (1.0 + saturating), 0.0)
-    prediction, p1, p2, p3 = _logsumexp3(a - alpha * log_eff, b - beta * log_d,
-                                         np.full_like(log_n, e))
+    log_eff = log_n - excess + np.log1p(saturating)
+    # d log N' / d log U_N and d log N' / d log R*_N
+    one_plus = 1.0 + saturating
+    g = 1.0 - decayed * (1.0 + repeats) / one_plus
+    h = d_saturating / one_plus
+    prediction, p1, p2, p3 = _logsumexp3(a - alpha * log_eff, b - beta * log_d, e)
     value, slope = _huber(prediction - data.log_loss, weights)
     t1 = slope * p1
-    grad = np.array([
-        (slope * p3).sum(),
-        (t1 * (1.0 - g)).sum(),
-        (slope * p2).sum() + (t1 * g).sum(),
-        (t1 * (-log_eff - g * (1.0 - k) / alpha)).sum(),
-        -(slope * p2 * log_d).sum() - (t1 * g * (log_u - 1.0 / beta)).sum(),
-        -(t1 * alpha * h).sum(),
-    ])
+    t2 = slope * p2
+    t1g = t1 * g
+    sums = np.add.reduce(np.array([
+        slope * p3, t1 * (1.0 - g), t2, t1g, t1 * (-log_eff - g * (1.0 - k) / alpha),
+        t2 * log_d, t1g * (log_u - 1.0 / beta), t1 * alpha * h]), axis=1)
+    grad = np.array([sums[0], sums[1], sums[2] + sums[3], sums[4], -sums[5] - sums[6], -sums[7]])
     return float(value), grad
 
 
@@ -212,9 +213,7 @@ def _step2_terms(theta: np.ndarray, data: _Step2Data) -> tuple[np.ndarray, ...]:
     log_n, dlog_n = _effective(data.param_unique, data.param_repeats, theta[..., 1, None])
     log_d, dlog_d = _effective(data.data_unique, data.repeats, theta[..., 0, None])
     prediction, p1, p2, _ = _logsumexp3(math.log(base.A) - base.alpha * log_n,
-                                        math.log(base.B) - base.beta * log_d,
-                                        np.full(np.broadcast_shapes(log_n.shape, log_d.shape),
-                                                math.log(base.E)))
+                                        math.log(base.B) - base.beta * log_d, math.log(base.E))
     return prediction, p1, p2, dlog_n, dlog_d
 
 
@@ -226,8 +225,9 @@ def _step2_value_and_grad(theta: np.ndarray, data: _Step2Data,
                           weights: np.ndarray) -> tuple[float, np.ndarray]:
     prediction, p1, p2, dlog_n, dlog_d = _step2_terms(theta, data)
     value, slope = _huber(prediction - data.log_loss, weights)
-    grad = np.array([-(slope * p2 * data.base.beta * dlog_d).sum(),
-                     -(slope * p1 * data.base.alpha * dlog_n).sum()])
+    sums = np.add.reduce(np.array([slope * p2 * data.base.beta * dlog_d,
+                                   slope * p1 * data.base.alpha * dlog_n]), axis=1)
+    grad = -sums
     return float(value), grad
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
@@ -88,11 +88,18 @@ class Layout:
     offset: np.ndarray  # fixed internal values, zeros where free
     matrix: np.ndarray  # (len(names), n_free) of 0/1: which free coordinate feeds which name
     bounds: tuple[tuple[float, float], ...]
+    source: np.ndarray = field(init=False)  # per name: the free coordinate that feeds it
+    used: np.ndarray = field(init=False)  # per name: whether a free coordinate feeds it
+
+    def __post_init__(self) -> None:
+        source = self.matrix.argmax(axis=1) if self.matrix.shape[1] else np.zeros(len(self.names), int)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "used", self.matrix.any(axis=1))
 
     def full(self, free: np.ndarray) -> np.ndarray:
         # Indexing, not a matrix product: a product of this size wakes BLAS threads, which
         # then spin on a busy machine for no gain.
-        return self.offset + free[..., self.matrix.argmax(axis=1)] * self.matrix.any(axis=1)
+        return self.offset + free[..., self.source] * self.used
 
     def free_from_full(self, full: np.ndarray) -> np.ndarray:
         """The free coordinates of full vectors (..., len(names)); a tie reads α's entry."""

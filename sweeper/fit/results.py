@@ -34,7 +34,7 @@ class FitOptions:
     cv_folds: int = 0  # 0: leave-one-out
     restarts: int = 1  # bootstrap refits also start from this many start-grid points per step
     profiles: bool = True  # profile likelihood of every fitted parameter
-    processes: int = 0  # processes for each family's bootstrap refits; 0: one per core
+    processes: int = 0  # processes for bootstrap refits and C_crit's draws; 0: one per core
 
     def __post_init__(self) -> None:
         for name, value in self.fixed:

@@ -38,6 +38,19 @@ def test_both_families_fit_and_compare() -> None:
     assert analysis.notes == ()
 
 
+def test_one_process_and_two_give_the_same_draws_and_c_crit() -> None:
+    """Bootstrap refits and C_crit's draws spread over forked processes depend only on their
+    inputs: the analysis is the same, bit for bit, on one process or two."""
+    rng = np.random.default_rng(0)
+    data = join(draw("ar", AR_TRUTH, rng), draw("mdm", MDM_TRUTH, rng))
+    one, two = (run(data, replace(FAST, processes=n)) for n in (1, 2))
+    for name in one.families:
+        np.testing.assert_array_equal(one.families[name].draws, two.families[name].draws)
+    assert np.isfinite(one.crit_draws).any()
+    np.testing.assert_array_equal(one.crit_draws, two.crit_draws)
+    assert one.points == two.points and one.c_crit == two.c_crit
+
+
 def test_one_family_fits_and_says_c_crit_needs_two() -> None:
     analysis = run(draw("ar", AR_TRUTH, np.random.default_rng(1)))
     assert analysis.families["ar"].estimates["R_D_star"].status == "fitted"
