@@ -49,7 +49,7 @@ def sweeper(setup: local.LocalCluster, *args: object, timeout: float = 600,
 
 def long_spec(folder: Path, name: str) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(long_spec_text(name=name, family="[ar, mdm]", epochs=500, experiment=name))
+    path.write_text(long_spec_text(name=name, family="[ar, mdm]", epochs=250, experiment=name))
     return path
 
 
