@@ -147,11 +147,15 @@ def _crit_draws(ar_draws: np.ndarray, mdm_draws: np.ndarray, unique_tokens: floa
     """C_crit at one U for each pair of resampled laws (NaN where a law is incomplete or the
     pair does not cross), spread over the cores: (resamples,) FLOPs."""
     def chunk_values(rows: np.ndarray) -> list[float]:
-        return [frontier.critical_compute(
-            law_from_vector(mdm_draws[b]), law_from_vector(ar_draws[b]), unique_tokens,
-            near=near, other=other, cost_factor=cost_factor).flops or np.nan
-            if np.isfinite(ar_draws[b]).all() and np.isfinite(mdm_draws[b]).all() else np.nan
-            for b in rows]
+        values = []
+        for b in rows:
+            flops = None
+            if np.isfinite(ar_draws[b]).all() and np.isfinite(mdm_draws[b]).all():
+                flops = frontier.critical_compute(
+                    law_from_vector(mdm_draws[b]), law_from_vector(ar_draws[b]), unique_tokens,
+                    near=near, other=other, cost_factor=cost_factor).flops
+            values.append(flops or np.nan)
+        return values
 
     count = parallel.workers(processes)
     chunks = [rows for rows in np.array_split(np.arange(len(ar_draws)), 4 * count) if len(rows)]
