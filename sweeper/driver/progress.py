@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import time
 from collections.abc import Mapping
@@ -180,6 +181,11 @@ class SweepCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         state = self._state(trial)
+        if state.reason is None and _lost_while_starting(trial):
+            self._say(f"{state.trial.name} ({state.trial.id}) lost its worker while starting, which Tune "
+                      "does not retry: it ends KILLED, and the next `sweeper run` resumes it")
+            self._close(state, "killed")
+            return
         state.reason = state.reason or _error_summary(trial)
         self._close(state, "failed")
 
@@ -261,6 +267,24 @@ class SweepCallback(Callback):
             loss = f"{state.val_loss:.4f}" if state.val_loss is not None else ""
             table.add_row(state.trial.name, state.trial.id, state.state, progress, loss)
         return table
+
+
+def _lost_while_starting(trial: Any) -> bool:
+    """Whether Tune ended the trial, retries left, because its worker process died while the trial
+    was starting or restarting. Tune retries a failure only while the trial runs; one that comes
+    while it is pending ends it (ray.tune's TuneController._process_trial_failure), however many
+    retries the profile allows."""
+    from ray import cloudpickle
+    from ray.exceptions import RayActorError
+
+    if not trial.should_recover() or not trial.pickled_error_file:
+        return False
+    try:
+        with open(trial.pickled_error_file, "rb") as file:
+            error = cloudpickle.load(file)
+    except (OSError, EOFError, AttributeError, ImportError, pickle.UnpicklingError):
+        return False
+    return isinstance(error, RayActorError)
 
 
 def _error_summary(trial: Any) -> str:
