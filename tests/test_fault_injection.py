@@ -90,12 +90,6 @@ def wait_for(predicate, process: subprocess.Popen, what: str, timeout_s: float =
     raise AssertionError(f"{what} did not happen")
 
 
-def workers_of(driver: subprocess.Popen) -> list[int]:
-    """The trial workers of this driver's embedded Ray (never another sweep's on this machine)."""
-    below = descendants(driver.pid)
-    return [pid for pid in trial_workers() if pid in below]
-
-
 def stop_all(driver: subprocess.Popen) -> str:
     """SIGKILL the driver's process group and every process below it (its embedded Ray), by PID;
     returns what the driver printed."""
@@ -154,7 +148,7 @@ def test_drivers_and_workers_killed_at_random_points_lose_no_point(tmp_path: Pat
         outputs, faults = [], []
         for kind in rng.sample(["driver", "worker", "worker"], 3):
             # a random point of training: 0.5-3 s after this driver's trial workers run
-            while driver.poll() is None and not workers_of(driver):
+            while driver.poll() is None and not trial_workers(driver.pid):
                 time.sleep(0.1)
             time.sleep(rng.uniform(0.5, 3.0))
             if driver.poll() is not None:
@@ -164,7 +158,7 @@ def test_drivers_and_workers_killed_at_random_points_lose_no_point(tmp_path: Pat
                 outputs.append(stop_all(driver))
                 driver = start("run", spec, "--backend", profile)
             else:
-                kill(workers_of(driver)[:1])
+                kill(trial_workers(driver.pid)[:1])
         outputs.append(driver.communicate(timeout=400)[0])
         lap(f"faults {faults} (seed {seed})")
     finally:

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import descendants
 from test_run import (SMOKE, assert_clean_curve, kill, long_spec, only_trial_run, runs, start, sweeper,
                       trial_workers, write_profile)
 
@@ -33,12 +32,6 @@ def wait_for_checkpoints(store: Path, process, count: int, timeout_s: float = 24
         assert process.poll() is None, process.communicate()
         time.sleep(0.2)
     raise AssertionError(f"fewer than {count} checkpoints appeared")
-
-
-def workers_of(driver_pid: int) -> list[int]:
-    """PIDs of the trial workers this driver's embedded Ray started (not another sweep's on this machine)."""
-    below = descendants(driver_pid)
-    return [pid for pid in trial_workers() if pid in below]
 
 
 def final_loss_without_ray(spec: Path, profile: Path, trial_id: str) -> float:
@@ -85,7 +78,7 @@ def test_a_finished_retry_keeps_no_failure_of_an_earlier_attempt(tmp_path: Path)
     spec = long_spec(tmp_path, epochs=40)
     driver = start("run", spec, "--backend", profile)
     wait_for_checkpoints(tmp_path / "store", driver, 1)
-    workers = workers_of(driver.pid)
+    workers = trial_workers(driver.pid)
     assert workers
     kill(workers)  # with no retries left, the trial fails
     out, _ = driver.communicate(timeout=300)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LOCAL_PROFILE, REPO, long_spec_text
+from conftest import LOCAL_PROFILE, REPO, descendants, long_spec_text
 from servers import rendered_text, sweeper_ui
 
 pytestmark = pytest.mark.slow
@@ -162,16 +162,19 @@ def start(*args: object) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
 
 
-def trial_workers() -> list[int]:
-    """PIDs of Ray worker processes running a trial (their title is ray::ImplicitFunc...)."""
+def trial_workers(driver_pid: int) -> list[int]:
+    """PIDs of the Ray worker processes running a trial (their title is ray::ImplicitFunc...) that
+    this driver's embedded Ray started: never another sweep's on this machine. Read them before
+    killing the driver, while they are still below it."""
+    below = descendants(driver_pid)
     pids = []
-    for entry in Path("/proc").iterdir():
+    for pid in below:
         try:
-            if entry.name.isdigit() and b"ImplicitFunc" in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
+            if b"ImplicitFunc" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
         except OSError:
             continue
-    return pids
+    return sorted(pids)
 
 
 def kill(pids: list[int]) -> None:
@@ -209,7 +212,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     profile = write_profile(tmp_path, sustained_flops=1e8)
     driver = start("run", long_spec(tmp_path), "--backend", profile)
     wait_for_checkpoint(tmp_path / "store", driver)
-    workers = trial_workers()
+    workers = trial_workers(driver.pid)
     assert workers
     kill(workers)
     out, _ = driver.communicate(timeout=600)
@@ -223,9 +226,10 @@ def test_a_killed_driver_resumes_on_the_next_run(tmp_path: Path) -> None:
     spec = long_spec(tmp_path)
     driver = start("run", spec, "--backend", profile)
     wait_for_checkpoint(tmp_path / "store", driver)
+    workers = trial_workers(driver.pid)
     os.killpg(driver.pid, signal.SIGKILL)  # the whole process group: as if the machine went down
     driver.wait()
-    kill(trial_workers())
+    kill(workers)
     assert only_trial_run(tmp_path / "mlflow.db").info.status == "RUNNING"
     again = sweeper("run", spec, "--backend", profile)
     assert again.returncode == 0, again.stdout + again.stderr

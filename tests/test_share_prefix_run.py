@@ -101,9 +101,10 @@ def test_a_trunk_killed_mid_run_resumes_and_its_branch_completes_once(tmp_path: 
     while not list((tmp_path / "store").glob("sweeper-wsd/*/branch_points/step_00000200/complete.json")):
         assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
         time.sleep(0.2)
+    workers = trial_workers(driver.pid)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    kill(trial_workers())
+    kill(workers)
     again = sweeper("run", spec, "--backend", profile, "--where", "family=ar")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resumed ar-smoke-1L-U4k-e64" in again.stdout and "from step 0" not in again.stdout, again.stdout
