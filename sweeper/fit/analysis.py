@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from sweeper.fit import bootstrap, critical_compute, laws, parallel
+from sweeper.fit import bootstrap, critical_compute, laws
 from sweeper.fit.fitter import FitPlan, fit_step1, fit_step2, fit_two_step, law_from_vector
 from sweeper.fit.laws import PARAMETER_NAMES, STEP1_NAMES, STEP2_NAMES
 from sweeper.fit.multistart import at_upper_bound, single_threaded_blas
@@ -183,7 +183,7 @@ def fit_family(observations: Observations, n_trials: int, options: FitOptions,
                             restarts=options.restarts).vector
 
     draws = bootstrap.bootstrap(restarted, single.astype(int), options.resamples, seed,
-                                len(PARAMETER_NAMES), processes=parallel.workers(options.processes))
+                                len(PARAMETER_NAMES), processes=options.processes)
     estimates = {}
     for i, name in enumerate(PARAMETER_NAMES):
         if name in fixed:

@@ -40,18 +40,15 @@ def bootstrap(refit: Refit, strata: np.ndarray, resamples: int, seed: int,
               num_parameters: int, processes: int = 1) -> np.ndarray:
     """(resamples, num_parameters) refitted vectors.
 
-    Every resample's weights are drawn first, in order, from the one seeded generator; with
-    `processes` > 1 the refits then run in chunks on that many forked processes
-    (`parallel.map_chunks`). Each refit depends only on its weights, so the draws are the same
-    either way.
+    Every resample's weights are drawn first, in order, from the one seeded generator; the
+    refits then run in chunks on `processes` forked processes, 0 for one per core
+    (`parallel.map_rows`). Each refit depends only on its weights, so the draws are the same
+    however many.
     """
     rng = np.random.default_rng(seed)
     weights = np.array([resample_weights(strata, rng) for _ in range(resamples)]).reshape(resamples, len(strata))
-    if processes <= 1 or resamples <= 1:
-        return _refit_rows(refit, weights, num_parameters)
-    chunks = [chunk for chunk in np.array_split(weights, 4 * processes) if len(chunk)]
-    return np.concatenate(parallel.map_chunks(
-        lambda chunk: _refit_rows(refit, chunk, num_parameters), chunks, processes))
+    return parallel.map_rows(lambda rows: _refit_rows(refit, rows, num_parameters), weights,
+                             processes)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

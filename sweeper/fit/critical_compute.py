@@ -146,21 +146,18 @@ def _crit_draws(ar_draws: np.ndarray, mdm_draws: np.ndarray, unique_tokens: floa
                 near: float | None, other: str, cost_factor: float, processes: int) -> np.ndarray:
     """C_crit at one U for each pair of resampled laws (NaN where a law is incomplete or the
     pair does not cross), spread over the cores: (resamples,) FLOPs."""
-    def chunk_values(rows: np.ndarray) -> list[float]:
+    def crit_at(draws: np.ndarray) -> np.ndarray:
         values = []
-        for b in rows:
+        for b in draws:
             flops = None
             if np.isfinite(ar_draws[b]).all() and np.isfinite(mdm_draws[b]).all():
                 flops = frontier.critical_compute(
                     law_from_vector(mdm_draws[b]), law_from_vector(ar_draws[b]), unique_tokens,
                     near=near, other=other, cost_factor=cost_factor).flops
             values.append(flops or np.nan)
-        return values
+        return np.array(values, dtype=float)
 
-    count = parallel.workers(processes)
-    chunks = [rows for rows in np.array_split(np.arange(len(ar_draws)), 4 * count) if len(rows)]
-    return np.array([value for values in parallel.map_chunks(chunk_values, chunks, count)
-                     for value in values], dtype=float).reshape(len(ar_draws))
+    return parallel.map_rows(crit_at, np.arange(len(ar_draws)), processes)
 
 
 def _power_law(budgets: np.ndarray, values: np.ndarray, draws: np.ndarray,

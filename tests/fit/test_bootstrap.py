@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweeper.fit import bootstrap, fitter, laws, parallel
+from sweeper.fit import bootstrap, fitter, laws
 from sweeper.fit.fitter import FitPlan
 from sweeper.fit.laws import PARAMETER_NAMES
 
@@ -103,7 +103,7 @@ def test_ninety_percent_intervals_cover_the_truth_about_ninety_percent_of_the_ti
             return fitter.fit_two_step(data, plan, weights, start=point).vector
 
         samples = bootstrap.bootstrap(refit, data.single_epoch.astype(int), resamples, index,
-                                      len(PARAMETER_NAMES), processes=parallel.workers(0))
+                                      len(PARAMETER_NAMES), processes=0)
         lo, hi = np.quantile(samples, [0.05, 0.95], axis=0)
         covered += (lo <= TRUTH) & (TRUTH <= hi)
     coverage = covered / draws
