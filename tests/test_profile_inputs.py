@@ -130,6 +130,7 @@ def test_sizing_uses_the_rounded_share() -> None:
 
 
 PLACEMENT = """
+import time
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from sweeper.plan.sizing import gpu_share
@@ -145,6 +146,10 @@ def placed(shares, share, timeout):
         return False
     finally:
         remove_placement_group(group)
+        # A group asked for before the GPU is back waits for Ray's next scheduling try (~1 s).
+        deadline = time.monotonic() + 30
+        while ray.available_resources().get("GPU", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 print("old rounding, 7 shares:", placed(7, round(1 / 7, 4), timeout=3))
 print("not placed:", [k for k in range(1, 65) if not placed(k, gpu_share(k), timeout=20)])
