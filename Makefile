@@ -39,11 +39,15 @@ quickstart: setup
 	$(BIN)/sweeper report sweeps/quickstart.yaml --loss best --tie --out reports/quickstart
 	@echo "Browse every curve: $(BIN)/sweeper ui   (then open the printed URL)"
 
+# The unit and component tests spread over the cores (pytest-xdist); the end-to-end ones, which
+# train on every core or time what they kill, run one at a time after them. Both always run.
 test: setup system-packages
-	$(BIN)/python -m pytest -q --durations=30
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses 4; fast=$$?; \
+	$(BIN)/python -m pytest -q -m slow --durations=30; slow=$$?; \
+	[ $$fast -eq 0 ] && [ $$slow -eq 0 ]
 
 test-fast: setup system-packages
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses 4
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
