@@ -39,12 +39,12 @@ quickstart: setup
 	$(BIN)/sweeper report sweeps/quickstart.yaml --loss best --tie --out reports/quickstart
 	@echo "Browse every curve: $(BIN)/sweeper ui   (then open the printed URL)"
 
-# The unit and component tests spread over the cores (pytest-xdist); the end-to-end ones, which
-# train on every core or time what they kill, run one at a time after them. Both always run.
+# Two test files at a time (pytest-xdist; a file's tests stay together, so a module's fixture,
+# such as test_cluster.py's cluster, starts once). The end-to-end tests spend about half their
+# time waiting on processes, Ray and servers to start, so two at once fill the cores; the longest
+# files start first (tests/conftest.py).
 test: setup system-packages
-	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses 4; fast=$$?; \
-	$(BIN)/python -m pytest -q -m slow --durations=30; slow=$$?; \
-	[ $$fast -eq 0 ] && [ $$slow -eq 0 ]
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=30
 
 test-fast: setup system-packages
 	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses 4

@@ -13,6 +13,19 @@ REPO = Path(__file__).resolve().parent.parent
 SMOKE_SPEC = REPO / "tests" / "specs" / "smoke.yaml"
 LOCAL_PROFILE = REPO / "backends" / "local.yaml"
 
+# `make test` runs two test files at a time (pytest-xdist, --dist loadfile) and hands them out in
+# collection order; these hold the longest end-to-end tests, so they go first: the quickstart's
+# ten minutes then run beside the other files instead of alone at the end.
+LONGEST_FIRST = ("test_quickstart.py", "test_run.py", "test_faults.py", "test_cluster.py",
+                 "test_fault_injection.py", "test_multiprocess_trials.py", "test_share_prefix_run.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(REPO / "tests").as_posix()
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: every file keeps its own order, the others theirs
+
 # Trials of a tiny model on a structured synthetic source that run long enough (about a minute on
 # one core) to be killed, stopped or lose their node in the middle, checkpointing every 3 s.
 LONG = """\

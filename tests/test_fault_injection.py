@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import descendants, long_spec_text
-from test_run import kill, runs, start, sweeper, trial_workers, write_profile
+from conftest import long_spec_text
+from test_run import kill, kill_driver, runs, start, sweeper, trial_workers, write_profile
 
 # The points of a curve that the same trial must reproduce exactly (no wall-clock metric).
 EXACT = ("train/loss", "val/loss", "val/loss_best", "lr", "grad_norm", "epoch", "flops", "final/val_loss",
@@ -90,19 +89,6 @@ def wait_for(predicate, process: subprocess.Popen, what: str, timeout_s: float =
     raise AssertionError(f"{what} did not happen")
 
 
-def stop_all(driver: subprocess.Popen) -> str:
-    """SIGKILL the driver's process group and every process below it (its embedded Ray), by PID;
-    returns what the driver printed."""
-    below = descendants(driver.pid)
-    try:
-        os.killpg(driver.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    out, _ = driver.communicate()
-    kill(sorted(below))
-    return out
-
-
 @pytest.mark.slow
 def test_drivers_and_workers_killed_at_random_points_lose_no_point(tmp_path: Path) -> None:
     """The fault-injection run: one driver at a time (a second is refused, naming the first; a dead
@@ -139,7 +125,7 @@ def test_drivers_and_workers_killed_at_random_points_lose_no_point(tmp_path: Pat
         wait_for(lambda: all(len(list((store / t).glob("checkpoint_*/.metadata.json"))) >= 2 for t in trial_ids),
                  driver, "two checkpoints of each trial")
         first_pid = driver.pid
-        stop_all(driver)
+        kill_driver(driver)
         before = sum(len(points) for _, curves in mlflow_curves(tmp_path / "mlflow.db").values()
                      for points in curves.values())
         lap("first driver killed")
@@ -155,7 +141,7 @@ def test_drivers_and_workers_killed_at_random_points_lose_no_point(tmp_path: Pat
                 break
             faults.append(kind)
             if kind == "driver":
-                outputs.append(stop_all(driver))
+                outputs.append(kill_driver(driver))
                 driver = start("run", spec, "--backend", profile)
             else:
                 kill(trial_workers(driver.pid)[:1])
@@ -163,7 +149,7 @@ def test_drivers_and_workers_killed_at_random_points_lose_no_point(tmp_path: Pat
         lap(f"faults {faults} (seed {seed})")
     finally:
         if driver.poll() is None:
-            stop_all(driver)
+            kill_driver(driver)
     assert f"the sweep's previous driver (pid {first_pid} on " in outputs[0] and "takes over" in outputs[0], outputs[0]
     if driver.returncode != 0:  # a worker killed late can leave its trial to finish
         again = sweeper("run", spec, "--backend", profile)

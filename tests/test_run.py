@@ -185,6 +185,20 @@ def kill(pids: list[int]) -> None:
             pass
 
 
+def kill_driver(driver: subprocess.Popen) -> str:
+    """SIGKILL a driver from `start` as if its machine went down: its process group, then every
+    process that was below it (Ray's workers leave the group), by PID, read before the kill so
+    none is missed and no other sweep's is touched; returns what the driver printed."""
+    below = descendants(driver.pid)
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    out, _ = driver.communicate()
+    kill(sorted(below))
+    return out
+
+
 def only_trial_run(db: Path):
     children = [r for r in runs(db, "sweeper-long") if r.data.tags.get("sweeper.kind") == "trial"]
     assert len(children) == 1
@@ -226,10 +240,7 @@ def test_a_killed_driver_resumes_on_the_next_run(tmp_path: Path) -> None:
     spec = long_spec(tmp_path)
     driver = start("run", spec, "--backend", profile)
     wait_for_checkpoint(tmp_path / "store", driver)
-    workers = trial_workers(driver.pid)
-    os.killpg(driver.pid, signal.SIGKILL)  # the whole process group: as if the machine went down
-    driver.wait()
-    kill(workers)
+    kill_driver(driver)
     assert only_trial_run(tmp_path / "mlflow.db").info.status == "RUNNING"
     again = sweeper("run", spec, "--backend", profile)
     assert again.returncode == 0, again.stdout + again.stderr

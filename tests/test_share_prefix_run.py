@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_run import SMOKE, kill, runs, start, sweeper, trial_workers, write_profile
+from test_run import SMOKE, kill_driver, runs, start, sweeper, write_profile
 
 pytestmark = pytest.mark.slow
 
@@ -91,9 +91,6 @@ def test_a_trunk_killed_mid_run_resumes_and_its_branch_completes_once(tmp_path: 
     # The ar trunk trains U 4k x 64 epochs = 2,000 steps; its branch (8 epochs) branches at step 200 and
     # starts while the trunk goes on. The machine goes down (driver and workers killed) once the branch
     # point is in storage; the next run finishes both, each in one run, no step twice.
-    import os
-    import signal
-
     profile = write_profile(tmp_path, sustained_flops=1e8)
     spec = wsd_spec(tmp_path, shared=True, epochs="[8, 64]")
     driver = start("run", spec, "--backend", profile, "--where", "family=ar")
@@ -101,10 +98,7 @@ def test_a_trunk_killed_mid_run_resumes_and_its_branch_completes_once(tmp_path: 
     while not list((tmp_path / "store").glob("sweeper-wsd/*/branch_points/step_00000200/complete.json")):
         assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
         time.sleep(0.2)
-    workers = trial_workers(driver.pid)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    kill(workers)
+    kill_driver(driver)
     again = sweeper("run", spec, "--backend", profile, "--where", "family=ar")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resumed ar-smoke-1L-U4k-e64" in again.stdout and "from step 0" not in again.stdout, again.stdout
