@@ -41,10 +41,12 @@ quickstart: setup
 
 # Two test files at a time (pytest-xdist; a file's tests stay together, so a module's fixture,
 # such as test_cluster.py's cluster, starts once). The end-to-end tests spend about half their
-# time waiting on processes, Ray and servers to start, so two at once fill the cores; the longest
-# files start first (tests/conftest.py).
+# time waiting on processes, Ray and servers to start, so two at once fill the cores. The longest
+# files start first (tests/conftest.py's order, which --no-loadscope-reorder keeps: by default
+# xdist starts the files with the most tests first, and the quickstart's one ten-minute test ran
+# last, alone).
 test: setup system-packages
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=30
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 test-fast: setup system-packages
 	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses 4
