@@ -154,6 +154,12 @@ def c_crit(analysis: Analysis, path: Path) -> str | None:
                     fmt="o", color="black",
                     markerfacecolor=marker_face, capsize=3,
                     label="from the fitted laws" + (" (extrapolated)" if extrapolated else ""))
+        for i, point in enumerate(chosen):  # an open end (resamples that never cross): an arrow
+            for start, factor, end in ((high[i], 10.0, point.law.hi), (low[i], 0.1, point.law.lo)):
+                if point.open_end and end is None:
+                    ax.annotate("", xy=(point.unique_tokens, start * factor),
+                                xytext=(point.unique_tokens, start),
+                                arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.0})
     observed = [p for p in points if p.empirical is not None]
     if observed:
         ax.scatter([p.unique_tokens for p in observed], [p.empirical for p in observed],
@@ -170,15 +176,17 @@ def c_crit(analysis: Analysis, path: Path) -> str | None:
                     lw=1, label=rf"${coefficient.value:.3g}\cdot U^{{{exponent.value:.3f}}}$ "
                                 "(log C on log U)")
         draws = analysis.crit_draws
-        complete = draws[np.isfinite(draws).all(axis=1)] if draws.size else draws
+        complete = draws[critical_compute.crossed(draws).all(axis=1)] if draws.size else draws
         if law.source == "laws" and len(complete) >= 10 and draws.shape[1] >= 2:
             budgets = np.array([p.unique_tokens for p in analysis.points])  # the draws' columns
             fits = [frontier.fit_power_law(budgets, row) for row in complete]
             curves = np.array([f.coefficient * line**f.exponent for f in fits if f is not None])
             level = analysis.options.confidence
             low, high = np.quantile(curves, [(1 - level) / 2, (1 + level) / 2], axis=0)
+            subset = ("" if len(complete) == len(draws)
+                      else f" ({len(complete)} of {len(draws)} resamples cross at every U)")
             ax.fill_between(line, low, high, color="tab:blue", alpha=0.2,
-                            label=f"{level:.0%} bootstrap band")
+                            label=f"{level:.0%} bootstrap band{subset}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("unique tokens U")
@@ -193,9 +201,12 @@ def c_crit(analysis: Analysis, path: Path) -> str | None:
                 fontsize=7, color="tab:red", wrap=True,
                 bbox={"facecolor": "white", "edgecolor": "tab:red", "alpha": 0.9})
     save(figure, path)
+    open_end = any(p.law.value is not None and p.open_end for p in points)
     return ("Critical compute against unique data: below C_crit autoregression reaches the lower "
             "loss, above it masked diffusion does. Error bars are bootstrap intervals; hollow "
             "markers lie outside the compute the runs used."
+            + (" An arrow marks an interval open on that side: too many of the resampled laws "
+               "never cross there (the table's note gives how many do)." if open_end else "")
             + "".join(f" {line[0].upper()}{line[1:]}." for line in caveats))
 
 

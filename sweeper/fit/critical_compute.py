@@ -58,10 +58,13 @@ def _compare_pair(ar: FamilyFit, mdm: FamilyFit, options: FitOptions, notes: lis
         notes.append(f"{prefix}C_crit from the laws skipped: {', '.join(lacking)} has no full "
                      "data-constrained law (E, A, B, α, β, R*_D and R*_N); observed frontiers only")
     if use_laws:
-        vague = unidentified(ar, mdm, STEP2_NAMES)
-        if vague:
-            notes.append(f"{prefix}C_crit from the laws uses {', '.join(vague)} at its search bound "
-                         "(no decay seen), so it assumes repeats keep their full value")
+        kept = {"R_D_star": "repeated epochs", "R_N_star": "parameters beyond the compute-optimal U_N"}
+        for fit in (ar, mdm):
+            for name in STEP2_NAMES:
+                if fit.estimates[name].status == "unidentified":
+                    notes.append(f"{prefix}C_crit from the laws uses {fit.family}'s {SYMBOLS[name]} at "
+                                 f"its search bound (no decay seen), so it assumes {fit.family}'s "
+                                 f"{kept[name]} keep their full value")
     points, draws = _crit_points(ar, mdm, budgets, use_laws, options)
     c_crit = _crit_law(points, draws, options, notes, prefix)
     return points, c_crit, draws
@@ -119,7 +122,7 @@ def _crit_points(ar: FamilyFit, mdm: FamilyFit, budgets: tuple[float, ...], use_
                                                        rows_ar.flops, rows_ar.loss, other)
         if observed.reason:
             reasons.append(f"observed: {observed.reason}")
-        law_value, extrapolated, interval = None, False, None
+        law_value, extrapolated, lo, hi, crossings = None, False, None, None, None
         if use_laws:
             crossing = frontier.critical_compute(mdm.law, ar.law, unique_tokens, other=other,
                                                  cost_factor=cost_factor)
@@ -131,30 +134,69 @@ def _crit_points(ar: FamilyFit, mdm: FamilyFit, budgets: tuple[float, ...], use_
                 extrapolated = not (len(used) and used.min() <= law_value <= used.max())
             draws[:, j] = _crit_draws(ar.draws[:resamples], mdm.draws[:resamples], unique_tokens,
                                       law_value, other, cost_factor, options.processes)
-            interval = bootstrap.percentile_interval(np.log(draws[:, j]), options.confidence)
+            lo, hi = _open_interval(draws[:, j], options.confidence)
+            valid = draws[~np.isnan(draws[:, j]), j]
+            crossings = (int(crossed(valid).sum()), len(valid))
         points.append(CritPoint(
             unique_tokens=unique_tokens,
-            law=Estimate(value=law_value,
-                         lo=None if interval is None else math.exp(interval.lo),
-                         hi=None if interval is None else math.exp(interval.hi),
+            law=Estimate(value=law_value, lo=lo, hi=hi,
                          status="fitted" if law_value is not None else "skipped"),
-            empirical=observed.flops, extrapolated=extrapolated, reasons=tuple(reasons)))
+            empirical=observed.flops, extrapolated=extrapolated, reasons=tuple(reasons),
+            crossings=crossings))
     return tuple(points), draws
+
+
+def crossed(draws: np.ndarray) -> np.ndarray:
+    """Which C_crit draws (FLOPs) are crossings: finite and positive, not NaN (a law missing),
+    inf (AR stays ahead) or 0 (the other family ahead at every compute)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(draws) & (draws > 0)
+
+
+def _open_interval(draws: np.ndarray, confidence: float) -> tuple[float | None, float | None]:
+    """The central `confidence` percentile interval of C_crit draws (FLOPs), counting every
+    resample whose laws are complete: one where AR stays ahead is C_crit = ∞, one where the other
+    family is ahead at every compute is C_crit = 0. An end that falls on those is open (None):
+    the interval then says "≥ lo" (or "≤ hi"). Between two crossings, linear interpolation in
+    log C, as `bootstrap.percentile_interval` does when every resample crosses. None, None with
+    fewer than 10 complete resamples."""
+    with np.errstate(divide="ignore"):
+        values = np.sort(np.log(draws[~np.isnan(draws)]))
+    finite = np.isfinite(values)
+    if len(values) < 10 or not finite.any():
+        return None, None
+    # The open ends' stand-ins never enter an end that is reported; np.quantile then interpolates
+    # exactly as it does on draws that all cross.
+    closed = np.where(finite, values, np.where(values > 0, values[finite].max(), values[finite].min()))
+    tail = 0.5 * (1.0 - confidence)
+
+    def at(q: float) -> float | None:
+        position = q * (len(values) - 1)
+        below = int(math.floor(position))
+        touched = [below] if position == below else [below, below + 1]
+        if not finite[touched].all():
+            return None
+        return math.exp(float(np.quantile(closed, q)))
+
+    return at(tail), at(1.0 - tail)
 
 
 def _crit_draws(ar_draws: np.ndarray, mdm_draws: np.ndarray, unique_tokens: float,
                 near: float | None, other: str, cost_factor: float, processes: int) -> np.ndarray:
-    """C_crit at one U for each pair of resampled laws (NaN where a law is incomplete or the
-    pair does not cross), spread over the cores: (resamples,) FLOPs."""
+    """C_crit at one U for each pair of resampled laws, spread over the cores: (resamples,) FLOPs;
+    NaN where a law is incomplete, inf where the pair does not cross and AR is still ahead at the
+    largest compute searched, 0 where the other family is ahead at every compute."""
     def crit_at(draws: np.ndarray) -> np.ndarray:
         values = []
         for b in draws:
-            flops = None
+            flops = np.nan
             if np.isfinite(ar_draws[b]).all() and np.isfinite(mdm_draws[b]).all():
-                flops = frontier.critical_compute(
+                crossing = frontier.critical_compute(
                     law_from_vector(mdm_draws[b]), law_from_vector(ar_draws[b]), unique_tokens,
-                    near=near, other=other, cost_factor=cost_factor).flops
-            values.append(flops or np.nan)
+                    near=near, other=other, cost_factor=cost_factor)
+                flops = (crossing.flops if crossing.flops is not None
+                         else math.inf if crossing.ar_ahead_at_end else 0.0)
+            values.append(flops)
         return np.array(values, dtype=float)
 
     return parallel.map_rows(crit_at, np.arange(len(ar_draws)), processes)
@@ -167,7 +209,7 @@ def _power_law(budgets: np.ndarray, values: np.ndarray, draws: np.ndarray,
     line = frontier.fit_power_law(budgets, values, regress)
     assert line is not None
     used = np.isfinite(values)
-    complete = np.isfinite(draws[:, used]).all(axis=1) if draws.size else np.zeros(0, bool)
+    complete = crossed(draws[:, used]).all(axis=1) if draws.size else np.zeros(0, bool)
     lines = [frontier.fit_power_law(budgets[used], row, regress)
              for row in draws[complete][:, used]] if draws.size else []
     coefficients = np.array([np.log(fit.coefficient) for fit in lines if fit is not None])
@@ -191,7 +233,7 @@ def _crit_law(points: tuple[CritPoint, ...], draws: np.ndarray, options: FitOpti
     observed = np.array([np.nan if p.empirical is None else p.empirical for p in points])
     if frontier.fit_power_law(budgets, from_laws) is not None:
         used = np.isfinite(from_laws)
-        complete = np.isfinite(draws[:, used]).all(axis=1)
+        complete = crossed(draws[:, used]).all(axis=1)
         if len(draws) and complete.mean() < 0.9:
             notes.append(f"{prefix}C_crit law intervals use the {int(complete.sum())} of {len(draws)} "
                          "resamples whose laws cross at every U")

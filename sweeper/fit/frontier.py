@@ -69,6 +69,9 @@ def loss_gap(law_mdm: laws.DataConstrainedLaw, law_ar: laws.DataConstrainedLaw,
 class Crossing:
     flops: float | None  # C_crit, None when the frontiers do not cross from AR-ahead to MDM-ahead
     reason: str  # why there is no crossing; "" when there is one
+    # No crossing, and AR still ahead at the largest compute searched (1e30 FLOPs): C_crit, if
+    # there is one, lies beyond the range. False where there is a crossing or MDM is ahead there.
+    ar_ahead_at_end: bool = False
 
 
 def critical_compute(law_mdm: laws.DataConstrainedLaw, law_ar: laws.DataConstrainedLaw,
@@ -97,11 +100,14 @@ def _first_crossing(law_mdm: laws.DataConstrainedLaw, law_ar: laws.DataConstrain
     turns = np.flatnonzero(ahead[:-1] & ~ahead[1:])
     if len(turns) == 0:
         span = f"from {10**log_flops[0]:.0e} to {10**log_flops[-1]:.0e} FLOPs"
+        at_end = bool(ahead[-1])
         if ahead.all():
-            return Crossing(flops=None, reason=f"AR is ahead at every compute {span}")
+            return Crossing(flops=None, reason=f"AR is ahead at every compute {span}",
+                            ar_ahead_at_end=at_end)
         if (gap < 0).all():
             return Crossing(flops=None, reason=f"{other} is ahead at every compute {span}")
-        return Crossing(flops=None, reason=f"the laws never go from AR ahead to {other} ahead {span}")
+        return Crossing(flops=None, reason=f"the laws never go from AR ahead to {other} ahead {span}",
+                        ar_ahead_at_end=at_end)
     i = turns[0]
 
     def gap_at(log10_flops: float) -> float:

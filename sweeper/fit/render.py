@@ -79,10 +79,7 @@ def to_json(analysis: Analysis, *, source: str, loss: Loss) -> dict[str, Any]:
                 "coefficient": _estimate_json(analysis.c_crit.c_on_u[0]),
                 "exponent": _estimate_json(analysis.c_crit.c_on_u[1])},
             "source": None if analysis.c_crit is None else analysis.c_crit.source,
-            "points": [{"unique_tokens": point.unique_tokens, "flops": point.law.value,
-                        "lo": point.law.lo, "hi": point.law.hi,
-                        "empirical_flops": point.empirical, "extrapolated": point.extrapolated}
-                       for point in analysis.points],
+            "points": _points_json(analysis.points),
         }
     return {
         "source": source,
@@ -98,7 +95,9 @@ def to_json(analysis: Analysis, *, source: str, loss: Loss) -> dict[str, Any]:
 
 def _points_json(points: tuple[CritPoint, ...]) -> list[dict[str, Any]]:
     return [{"unique_tokens": point.unique_tokens, "flops": point.law.value, "lo": point.law.lo,
-             "hi": point.law.hi, "empirical_flops": point.empirical, "extrapolated": point.extrapolated}
+             "hi": point.law.hi, "empirical_flops": point.empirical, "extrapolated": point.extrapolated,
+             "resamples_crossing": None if point.crossings is None else point.crossings[0],
+             "resamples_complete": None if point.crossings is None else point.crossings[1]}
             for point in points]
 
 
@@ -126,11 +125,8 @@ def versus_ar_rows(analysis: Analysis) -> tuple[tuple[str, ...], tuple[tuple[str
             bases.append((f"processed ({comparison.processed_factor}× 6ND)", comparison.processed))
         for basis, points in bases:
             for point in points:
-                note = "; ".join(point.reasons)
-                if point.extrapolated:
-                    note = "; ".join(filter(None, ["extrapolated beyond the runs' compute", note]))
                 rows.append((name, f"{point.unique_tokens:.4g}", basis, number(point.law.value),
-                             interval(point.law), number(point.empirical), note))
+                             interval(point.law), number(point.empirical), point_note(point)))
     return header, tuple(rows)
 
 
@@ -190,6 +186,20 @@ def interval(estimate: Estimate) -> str:
     if estimate.lo is None:
         return f"≤ {number(estimate.hi)}"
     return f"[{number(estimate.lo)}, {number(estimate.hi)}]"
+
+
+def point_note(point: CritPoint) -> str:
+    """What a C_crit row's numbers rest on: extrapolation, how many resamples' laws cross (where
+    not all do, the interval counts the rest as crossing beyond or before the compute searched),
+    and why a value is missing."""
+    notes = ["extrapolated beyond the runs' compute"] if point.extrapolated else []
+    if point.crossings is not None and point.crossings[0] < point.crossings[1]:
+        crossing, complete = point.crossings
+        notes.append(f"the laws of {crossing} of {complete} resamples cross here; the interval counts "
+                     "the rest as C_crit beyond the compute searched (AR stays ahead) or before it "
+                     "(the other family leads throughout)"
+                     + (", so an end is open" if point.open_end else ""))
+    return "; ".join(notes + list(point.reasons))
 
 
 def floor_sentence(analysis: Analysis) -> str | None:
@@ -289,11 +299,8 @@ def c_crit_table(analysis: Analysis) -> Table:
     table.add_column("C_crit observed (FLOPs)", justify="right")
     table.add_column("note")
     for point in analysis.points:
-        note = "; ".join(point.reasons)
-        if point.extrapolated:
-            note = "; ".join(filter(None, ["extrapolated beyond the runs' compute", note]))
         table.add_row(f"{point.unique_tokens:.4g}", number(point.law.value), interval(point.law),
-                      number(point.empirical), note)
+                      number(point.empirical), point_note(point))
     return table
 
 

@@ -117,11 +117,9 @@ def _crit_blocks(analysis: Analysis) -> list[Block]:
     level = f"{analysis.options.confidence:.0%}"
     rows = []
     for point in analysis.points:
-        note = "; ".join(point.reasons)
-        if point.extrapolated:
-            note = "; ".join(filter(None, ["extrapolated beyond the runs' compute", note]))
         rows.append((f"{point.unique_tokens:.4g}", render.number(point.law.value),
-                     render.interval(point.law), render.number(point.empirical), note))
+                     render.interval(point.law), render.number(point.empirical),
+                     render.point_note(point)))
     blocks.append(TableBlock(("U (tokens)", "C_crit, laws (FLOPs)", f"{level} interval",
                               "C_crit, observed (FLOPs)", "note"), tuple(rows)))
     if not any(p.law.value is not None or p.empirical is not None for p in analysis.points):

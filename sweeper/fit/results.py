@@ -132,6 +132,16 @@ class CritPoint:
     empirical: float | None  # from the observed Pareto frontiers
     extrapolated: bool  # the law's C_crit lies outside the compute the runs used
     reasons: tuple[str, ...]  # why a value is missing
+    # (resamples whose laws cross at this U, resamples with complete laws) behind the interval;
+    # None without laws. The others are C_crit = ∞ (AR stays ahead) or 0 (the other family ahead
+    # at every compute), so an interval end can be open.
+    crossings: tuple[int, int] | None = None
+
+    @property
+    def open_end(self) -> bool:
+        """The law's interval is open on one side because too many resamples never cross."""
+        return (self.crossings is not None and self.crossings[0] < self.crossings[1]
+                and (self.law.lo is None) != (self.law.hi is None))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -60,3 +60,13 @@ def test_an_iso_loss_path_outside_the_panel_is_named_not_drawn_at_the_search_edg
     assert named in (["best (N, epochs): N smaller than this panel at every compute"],
                      ["best (N, epochs): N larger than this panel at every compute"])
     assert shifted.get_xlim() == pytest.approx(fitted.get_xlim())  # the axis keeps the runs' sizes
+
+
+def test_an_interval_open_above_is_drawn_as_an_arrow_and_said_in_the_caption(analysis, tmp_path: Path) -> None:
+    plain = c_crit(analysis, tmp_path / "closed.png")
+    first = analysis.points[0]
+    opened = replace(first, law=replace(first.law, lo=first.law.value / 10, hi=None), crossings=(700, 1000))
+    caption = c_crit(replace(analysis, points=(opened, *analysis.points[1:])), tmp_path / "open.png")
+    assert plain is not None and "arrow" not in plain
+    assert caption is not None and "An arrow marks an interval open on that side" in caption
+    assert (tmp_path / "open.png").read_bytes() != (tmp_path / "closed.png").read_bytes()

@@ -53,10 +53,11 @@ def test_critical_compute_of_known_laws(unique_tokens: float) -> None:
 def test_laws_that_never_cross_say_who_is_ahead() -> None:
     worse = replace(AR_TRUTH, base=replace(AR_TRUTH.base, E=AR_TRUTH.base.E + 0.1))
     crossing = frontier.critical_compute(worse, AR_TRUTH, 1e8)
-    assert crossing.flops is None
+    assert crossing.flops is None and crossing.ar_ahead_at_end
     assert crossing.reason.startswith("AR is ahead at every compute")
     crossing = frontier.critical_compute(AR_TRUTH, worse, 1e8)
     assert crossing.reason.startswith("MDM is ahead at every compute")
+    assert not crossing.ar_ahead_at_end
 
 
 def test_pareto_frontier_keeps_runs_no_cheaper_run_beats() -> None:
