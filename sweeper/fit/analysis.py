@@ -110,7 +110,8 @@ def _profile_notes(name: str, value: float, profile: Profile | None) -> list[str
         return []
     notes = []
     if profile.weak:
-        span = (f"from {'the end of its grid' if profile.lo is None else f'{profile.lo:.4g}'} "
+        span = ("over its whole grid" if profile.lo is None and profile.hi is None else
+                f"from {'the end of its grid' if profile.lo is None else f'{profile.lo:.4g}'} "
                 f"to {'the end of its grid' if profile.hi is None else f'{profile.hi:.4g}'}")
         notes.append(f"{SYMBOLS[name]} weakly identified: its profile likelihood stays within "
                      f"the threshold (deviance {profile.threshold:.2f}) {span}, more than a "

@@ -10,6 +10,7 @@ import pytest
 
 from fit.test_command import main
 from sweeper.fit import fitter, laws, profile
+from sweeper.fit.analysis import _profile_notes
 from sweeper.fit.fitter import FitPlan
 from sweeper.fit.table import average_seeds, read_csv
 
@@ -85,3 +86,10 @@ def test_the_report_on_the_published_file_draws_and_flags_the_profile(
     r_d = json.loads(capsys.readouterr().out)["families"]["all"]["R_D_star"]
     assert r_d["value"] == pytest.approx(95.4, rel=0.01)
     assert r_d["profile"]["weak"] is True
+
+
+def test_a_profile_flat_over_its_whole_grid_says_so_in_its_note() -> None:
+    flat = profile.Profile(name="alpha", values=np.array([0.05, 2.0]), deviance=np.zeros(2), threshold=2.71,
+                   lo=None, hi=None, lower_minimum=None)
+    (note,) = _profile_notes("alpha", 0.9, flat)
+    assert "stays within the threshold (deviance 2.71) over its whole grid, more than a decade" in note
