@@ -175,3 +175,7 @@ def seaweed_s3(root: Path, *, bucket: str, access_key: str) -> Iterator[SeaweedS
         yield server
     finally:
         stop(process)
+        # weed leaves its unix sockets in /tmp, named by port (gRPC ones at port + 10000)
+        for port in [*ports.values(), *(port + 10000 for port in ports.values())]:
+            for leftover in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                leftover.unlink(missing_ok=True)
