@@ -21,6 +21,7 @@ from sweeper.plan import plan_sweep
 from sweeper.profile import load_profile
 from sweeper.driver.tune import TRAIN_DRIVER_RESOURCES, max_concurrent_trials, trial_resources
 from sweeper.spec import load_spec
+from test_run import kill_driver
 
 
 def write_profile(folder: Path, *, processes: int, sustained_flops: float = 4e10) -> Path:
@@ -222,7 +223,7 @@ def test_a_killed_train_worker_resumes_the_trial_from_its_checkpoint(tmp_path: P
         out, _ = driver.communicate(timeout=240)
     finally:
         if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
+            kill_driver(driver)  # its Ray workers too, which leave its process group
     assert driver.returncode == 0, out
     assert "retrying ar-smoke-1L-U4k-e30 from its last checkpoint" in out
     assert "resumed ar-smoke-1L-U4k-e30 from its checkpoint" in out

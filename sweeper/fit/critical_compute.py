@@ -59,12 +59,10 @@ def _compare_pair(ar: FamilyFit, mdm: FamilyFit, options: FitOptions, notes: lis
                      "data-constrained law (E, A, B, α, β, R*_D and R*_N); observed frontiers only")
     if use_laws:
         kept = {"R_D_star": "repeated epochs", "R_N_star": "parameters beyond the compute-optimal U_N"}
-        for fit in (ar, mdm):
-            for name in STEP2_NAMES:
-                if fit.estimates[name].status == "unidentified":
-                    notes.append(f"{prefix}C_crit from the laws uses {fit.family}'s {SYMBOLS[name]} at "
-                                 f"its search bound (no decay seen), so it assumes {fit.family}'s "
-                                 f"{kept[name]} keep their full value")
+        for fit, name in _held_at_bound(ar, mdm, STEP2_NAMES):
+            notes.append(f"{prefix}C_crit from the laws uses {fit.family}'s {SYMBOLS[name]} at its "
+                         f"search bound (no decay seen), so it assumes {fit.family}'s {kept[name]} "
+                         "keep their full value")
     points, draws = _crit_points(ar, mdm, budgets, use_laws, options)
     c_crit = _crit_law(points, draws, options, notes, prefix)
     return points, c_crit, draws
@@ -74,8 +72,12 @@ def unidentified(ar: FamilyFit, other: FamilyFit,
                  names: tuple[str, ...] = PARAMETER_NAMES) -> list[str]:
     """The parameters among `names` that either family's law holds at a search bound, as
     "mdm's R*_D": C_crit from the laws rests on them, so what it says there is assumed, not fitted."""
-    return [f"{fit.family}'s {SYMBOLS[name]}" for fit in (ar, other)
-            for name in names if fit.estimates[name].status == "unidentified"]
+    return [f"{fit.family}'s {SYMBOLS[name]}" for fit, name in _held_at_bound(ar, other, names)]
+
+
+def _held_at_bound(ar: FamilyFit, other: FamilyFit, names: tuple[str, ...]) -> list[tuple[FamilyFit, str]]:
+    return [(fit, name) for fit in (ar, other) for name in names
+            if fit.estimates[name].status == "unidentified"]
 
 
 def versus_ar(families: dict[str, FamilyFit], options: FitOptions, notes: list[str],
