@@ -90,11 +90,13 @@ def wait_for(predicate, process: subprocess.Popen, what: str, timeout_s: float =
 
 
 @pytest.mark.slow
-def test_drivers_and_workers_killed_at_random_points_lose_no_point(tmp_path: Path) -> None:
+def test_drivers_and_workers_killed_at_random_points_lose_no_point(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The fault-injection run: one driver at a time (a second is refused, naming the first; a dead
     one is taken over), then the driver and trial workers SIGKILLed at random points; in the end one
     FINISHED run per trial, every curve point for point an uninterrupted run's, final losses exact;
-    and after the MLflow store is lost, the same runs rebuilt from storage without training."""
+    the scratch folders the killed workers left removed by their trials' next workers; and after the
+    MLflow store is lost, the same runs rebuilt from storage without training."""
     seed = int(os.environ.get("SWEEPER_FAULT_SEED", "17"))
     rng = random.Random(seed)
     # 500 steps a trial, a checkpoint every ~45 (3 s at the speed 2e8 FLOP/s would give)
@@ -103,6 +105,10 @@ def test_drivers_and_workers_killed_at_random_points_lose_no_point(tmp_path: Pat
     plan = json.loads(sweeper("plan", spec, "--backend", profile, "--format", "json").stdout)
     trial_ids = [t["id"] for t in plan["trials"]]
     store = tmp_path / "store" / "sweeper-long"
+    scratch = tmp_path / "tmp"  # the workers' temporary folder, this test's alone
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setenv("RAY_TMPDIR", "/tmp")  # Ray's own, as without TMPDIR (its socket paths are short)
     clock = time.monotonic()
 
     def lap(what: str) -> None:
@@ -126,6 +132,8 @@ def test_drivers_and_workers_killed_at_random_points_lose_no_point(tmp_path: Pat
                  driver, "two checkpoints of each trial")
         first_pid = driver.pid
         kill_driver(driver)
+        left = sorted(scratch.glob("sweeper-*"))  # its workers' scratch folders, which the kill skipped
+        assert left, "no trial worker of the killed driver had a scratch folder"
         before = sum(len(points) for _, curves in mlflow_curves(tmp_path / "mlflow.db").values()
                      for points in curves.values())
         lap("first driver killed")
@@ -155,6 +163,7 @@ def test_drivers_and_workers_killed_at_random_points_lose_no_point(tmp_path: Pat
         again = sweeper("run", spec, "--backend", profile)
         assert again.returncode == 0, again.stdout + again.stderr
 
+    assert [p.name for p in scratch.glob("sweeper-*")] == []  # the next workers of the trials removed them
     reference = reference_curves(spec, profile, trial_ids, tmp_path)
     wanted = sum(len(points) for curve in reference.values() for points in curve.values())
     lap("reference curves")

@@ -17,6 +17,9 @@ that curve to the driver with its first result: the driver writes the points MLf
 killed before writing them, a lost store) and drops those it has, so a curve ends complete and
 never holds a step twice.
 
+Each process of a trial stages its checkpoints in a local scratch folder of its own, removed when it
+ends; one that a kill left behind is removed when the trial next starts there (sweeper.driver.scratch).
+
 A trial that spans several devices (`workers` > 1 in its payload: a model whose state does not fit
 one GPU, or a CPU profile's `processes_per_trial`) runs as a Ray Train `TorchTrainer` launched from
 its Tune trial, the pattern Ray recommends for Train inside Tune: the Tune trial is then only the
@@ -38,7 +41,6 @@ import dataclasses
 import errno
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +50,7 @@ from sweeper.console import UserError
 from sweeper.driver.checkpoints import remove_torn_newest, resume_candidates, shown_path
 from sweeper.driver.reporter import (CURVE_KEY, FAILURE_KEY, NODE_KEY, PROCESSES_KEY, RESUMED_KEY,  # noqa: F401
                                      STORAGE_FULL_KEY, WARNING_KEY, TrialReporter, kept_curve)
+from sweeper.driver.scratch import trial_scratch
 from sweeper.driver.sharing import BRANCH_STEP, TRUNK_DIR, TRUNK_NAME, branch_point, fetch_branch_point, \
     from_step_zero, persister, train_arguments
 
@@ -98,18 +101,17 @@ def run_trial(config: dict[str, Any]) -> None:
     except UserError as error:  # a broken cache fails the same way on every retry
         tune.report({FAILURE_KEY: str(error)})
         return
-    scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-{trial_config.trial_id}-"))
     try:
-        failure, checkpoint = train_from_newest_whole(trial_config, train_tokens, val_tokens, payload, scratch)
-        if failure is not None:
-            tune.report({FAILURE_KEY: failure})
-        elif payload.get("evals") and checkpoint is not None:
-            evaluate_after_training(checkpoint, payload, lambda metrics: tune.report(metrics))
+        with trial_scratch(trial_config.trial_id) as scratch:
+            failure, checkpoint = train_from_newest_whole(trial_config, train_tokens, val_tokens, payload, scratch)
+            if failure is not None:
+                tune.report({FAILURE_KEY: failure})
+            elif payload.get("evals") and checkpoint is not None:
+                evaluate_after_training(checkpoint, payload, lambda metrics: tune.report(metrics))
     except StorageFull as full:
         remove_torn_newest(payload["trial_dir"], payload.get("storage_endpoint"))
         tune.report({STORAGE_FULL_KEY: str(full)})
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
         release_device_memory()
 
 
@@ -311,8 +313,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         train_tokens, val_tokens = open_data(payload)
     except UserError as error:
         raise TerminalFailure(str(error)) from None
-    scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-{trial_config.trial_id}-{rank}-"))
-    try:
+    with trial_scratch(trial_config.trial_id, rank) as scratch:
         saved = loop_config["resume"]
         resume_from = saved.to_directory(str(scratch / "restored")) if saved is not None else None
         branch = loop_config.get("branch")
@@ -339,8 +340,6 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
             _broadcast(False)
         elif follower is not None:
             follower.join()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ray.train.report is a collective: every worker of the run calls it, and Train hands rank 0's metrics
