@@ -180,3 +180,60 @@ def test_time_left_is_the_plans_estimate_until_a_tenth_is_done_then_the_pace_mea
     # a quarter of the planned work done in 5 min: three quarters more take 15 min, whatever the plan said
     assert time_left(300.0, 150.0, 600.0, 600.0) == "≈15 min left at the pace so far (plan: 10 min)"
     assert time_left(900.0, 600.0, 600.0, 600.0) == "≈0 s left at the pace so far (plan: 10 min)"
+
+
+def test_progress_counts_what_the_run_trains_a_branch_from_its_branch_point(write_spec) -> None:
+    """A branch starts at its trunk's branch point: the tokens it takes from the trunk are neither
+    planned nor done in the progress line, and the pace is measured on its own part's time."""
+    from conftest import MINIMAL, REPO
+    from sweeper.driver.progress import SweepCallback, time_left
+    from sweeper.plan import plan_sweep
+    from sweeper.profile import load_profile
+    from sweeper.spec import load_spec
+    from sweeper.units import fmt_count
+
+    text = MINIMAL.replace("  batch_sequences: 8\n", "  batch_sequences: 8\n  schedule: wsd\n  share_prefix: true\n")
+    spec = load_spec(write_spec(text.replace("family: [ar, mdm]", "family: ar").replace("[1, 2]", "[1, 2, 4]")))
+    plan = plan_sweep(spec, load_profile(REPO / "backends" / "local.yaml"))
+    trunk, e2, e1 = sorted(plan.trials, key=lambda t: -t.epochs)
+    assert e2.trunk_id == e1.trunk_id == trunk.id and e2.tokens_shared > 0
+    progress = SweepCallback(tracking=None, parent_run_id="", trials={t.id: t for t in plan.trials}, extra_tags={},
+                             metric_names=frozenset(), estimate_s=60.0, started=time.monotonic() - 100.0)
+    progress.states[trunk.id].state, progress.states[trunk.id].tokens = "finished", trunk.tokens_trained
+    progress.states[e2.id].state, progress.states[e2.id].tokens = "running", e2.tokens_shared  # just branched
+    own = [trunk.tokens, e2.tokens - e2.tokens_shared, e1.tokens - e1.tokens_shared]
+    line = progress.summary_line()
+    assert f"tokens {fmt_count(trunk.tokens)}/{fmt_count(sum(own))} ({trunk.tokens / sum(own):.0%})" in line
+    planned_s = trunk.wall_seconds + e2.branch_wall_seconds + e1.branch_wall_seconds
+    assert line.endswith(time_left(100.0, trunk.wall_seconds, planned_s, 60.0)), line
+    # halfway through its own part
+    progress.states[e2.id].tokens = e2.tokens_shared + own[1] // 2
+    assert f"tokens {fmt_count(trunk.tokens + own[1] // 2)}/" in progress.summary_line()
+
+
+def test_max_device_hours_and_the_estimate_count_a_branch_from_its_branch_point(write_spec) -> None:
+    """Under prefix sharing the run trains each branch from its branch point: --max-device-hours
+    weighs that, and a limit between the shared and the unshared device-hours lets the run go on."""
+    from conftest import MINIMAL, REPO
+    from sweeper.driver.preflight import preflight
+    from sweeper.plan import plan_sweep
+    from sweeper.profile import load_profile
+    from sweeper.spec import load_spec
+
+    text = MINIMAL.replace("  batch_sequences: 8\n", "  batch_sequences: 8\n  schedule: wsd\n  share_prefix: true\n")
+    spec = load_spec(write_spec(text.replace("family: [ar, mdm]", "family: ar").replace("[1, 2]", "[1, 2, 4, 8]")))
+    profile = load_profile(REPO / "backends" / "local.yaml")
+    plan = plan_sweep(spec, profile)
+    totals = plan.totals()
+    shared, alone = totals["device_hours_shared"], totals["device_hours"]
+    assert shared < alone
+
+    def check(limit: float):
+        return preflight(spec, plan, profile, trials=list(plan.trials), rerun=(), retry_failed=False,
+                         max_device_hours=limit)
+
+    _, selection, _, estimate_s = check((shared + alone) / 2)
+    assert len(selection.to_run) == 4
+    assert estimate_s == pytest.approx(plan.makespan_seconds(shared=True)) and estimate_s < plan.makespan_seconds()
+    with pytest.raises(UserError, match=f"need an estimated {shared:,.2f} device-hours, more than --max-device-hours"):
+        check(shared * 0.99)

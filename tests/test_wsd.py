@@ -104,6 +104,36 @@ def test_trials_alike_but_for_epochs_share_one_trunk(write_spec) -> None:
     assert totals["device_hours_shared"] < totals["device_hours"]
 
 
+def test_the_shared_makespan_waits_for_each_branch_point_then_trains_the_branchs_own_part(write_spec) -> None:
+    import dataclasses
+
+    plan = plan_of(write_spec, spec_with(WSD + "  share_prefix: true\n", epochs="[1, 2, 4]"))
+    trunks = [t for t in plan.trials if t.trunk_id is None]
+    branches = [t for t in plan.trials if t.trunk_id is not None]
+    for branch in branches:  # its decay steps and evaluations only
+        assert branch.branch_wall_seconds == pytest.approx(
+            branch.wall_seconds * branch.branch_device_seconds / branch.device_seconds)
+        assert branch.branch_wall_seconds < branch.wall_seconds
+    assert all(t.branch_wall_seconds == t.wall_seconds for t in trunks)
+    # one slot: every trial in turn, and a branch's point is always stored before the slot frees
+    serial = dataclasses.replace(plan, concurrency=1)
+    assert serial.makespan_seconds() == pytest.approx(sum(t.wall_seconds for t in plan.trials))
+    assert serial.makespan_seconds(shared=True) == pytest.approx(
+        sum(t.wall_seconds for t in trunks) + sum(t.branch_wall_seconds for t in branches))
+    # a slot for each: the trunks start at once, each branch at its trunk's branch point
+    wide = dataclasses.replace(plan, concurrency=len(plan.trials))
+    trunk_of = {t.id: t for t in trunks}
+    ends = [t.wall_seconds for t in trunks] + [
+        trunk_of[b.trunk_id].wall_seconds * b.branch_step / trunk_of[b.trunk_id].steps + b.branch_wall_seconds
+        for b in branches]
+    assert wide.makespan_seconds(shared=True) == pytest.approx(max(ends))
+    assert wide.makespan_seconds() == pytest.approx(max(t.wall_seconds for t in plan.trials))
+    assert plan.totals()["makespan_hours_shared"] == pytest.approx(plan.makespan_seconds(shared=True) / 3600)
+    # a branch whose trunk is not among the trials trains alone, at once
+    alone = dataclasses.replace(plan, trials=tuple(branches), concurrency=1)
+    assert alone.makespan_seconds(shared=True) == pytest.approx(sum(t.wall_seconds for t in branches))
+
+
 def test_only_trials_alike_in_everything_else_share(write_spec) -> None:
     text = spec_with(WSD + "  share_prefix: true\n", epochs="[1, 2]") + (
         "  - {family: ar, model: tiny, unique_tokens: 4k, epochs: [1, 2], seed: 7}\n"
@@ -161,6 +191,7 @@ def test_plan_table_shows_trunks_branches_and_both_totals(write_spec, cli) -> No
     assert f"↳ {trunk.id}@26" in out and f"↳ {trunk.id}@50" in out
     assert "6 trials (3 ar, 3 mdm)" in out
     assert "with prefix sharing (2 trunks, 4 branches, each training only its decay): " in out
+    assert "wall trained alone, ≈" in out and " with prefix sharing, assuming " in out
     code, out, _ = cli("plan", path, "--format", "csv")
     assert out.splitlines()[0].endswith(",trunk_id,branch_step")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -77,12 +78,14 @@ def preflight(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence
     if not selection.to_run:
         console.print("nothing to train" + (f"; `sweeper results {spec.file}` lists them" if selection.finished else ""))
         return 0 if not selection.failed else 1
-    device_hours = sum(t.device_seconds for t in selection.to_run) / 3600
+    concurrent = max_concurrent_trials(profile, selection.to_run)
+    # What this run trains: a branch whose trunk trains in it too counts only its own part (prefix sharing).
+    to_run = dataclasses.replace(plan, trials=tuple(selection.to_run), concurrency=concurrent)
+    device_hours = to_run.totals()["device_hours_shared"]
     if max_device_hours is not None and device_hours > max_device_hours:
         raise UserError(f"the {len(selection.to_run)} trials to run need an estimated {device_hours:,.2f} "
                         f"device-hours, more than --max-device-hours {max_device_hours:g}")
-    concurrent = max_concurrent_trials(profile, selection.to_run)
-    estimate_s = _makespan(plan, selection.to_run, concurrent)
+    estimate_s = to_run.makespan_seconds(shared=True)
     console.print(f"estimated {fmt_duration(estimate_s)} on {profile.name} ({profile.hardware.name}, "
                   f"{concurrent} concurrent; {profile.hardware.assumption()})")
     _bf16_hint(profile, selection.to_run)
@@ -104,8 +107,3 @@ def _bf16_hint(profile: Profile, to_run: Sequence[Trial]) -> None:
                       "bf16 trials will take longer than estimated; `precision: fp32` trains faster here "
                       "(it is part of the trial ids)")
 
-
-def _makespan(plan: Plan, trials: Sequence[Trial], concurrency: int) -> float:
-    import dataclasses
-
-    return dataclasses.replace(plan, trials=tuple(trials), concurrency=concurrency).makespan_seconds()

@@ -242,16 +242,23 @@ class SweepCallback(Callback):
             console.print(self.summary_line())
 
     def summary_line(self) -> str:
+        """Counts by state, then tokens, FLOPs and time done against the plan. Each counts what this run
+        trains: a branch (prefix sharing) starts at its trunk's branch point, so the tokens it takes from
+        the trunk, tokens_shared, are neither planned nor done here, and its time is its own part's."""
         counts = self.counts()
-        done_tokens = sum(min(s.tokens, s.trial.tokens) for s in self.states.values())
-        planned_tokens = sum(s.trial.tokens for s in self.states.values()) or 1
-        done_flops = sum(training_flops(s.trial.num_params, min(s.tokens, s.trial.tokens))
-                         for s in self.states.values())
-        planned_flops = sum(s.trial.flops for s in self.states.values())
+        done_tokens = planned_tokens = 0
+        done_flops = planned_flops = done_s = planned_s = 0.0
+        for s in self.states.values():
+            trial, shared = s.trial, s.trial.tokens_shared
+            own = trial.tokens - shared
+            done = own if s.state == "finished" else min(max(s.tokens - shared, 0), own)
+            done_tokens, planned_tokens = done_tokens + done, planned_tokens + own
+            done_flops += training_flops(trial.num_params, done)
+            planned_flops += training_flops(trial.num_params, own)
+            planned_s += trial.branch_wall_seconds
+            done_s += trial.branch_wall_seconds * done / own if own else 0.0
+        planned_tokens = planned_tokens or 1
         states = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        planned_s = sum(s.trial.wall_seconds for s in self.states.values())
-        done_s = sum(s.trial.wall_seconds * (1.0 if s.state == "finished" else min(s.tokens / s.trial.tokens, 1.0))
-                     for s in self.states.values() if s.trial.tokens)
         elapsed = time.monotonic() - self.started
         return (f"{states} · tokens {fmt_count(done_tokens)}/{fmt_count(planned_tokens)} "
                 f"({done_tokens / planned_tokens:.0%}) · FLOPs {fmt_sci(done_flops or 0)}/{fmt_sci(planned_flops)} · "

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import heapq
 import json
 import math
 from collections import Counter
@@ -36,6 +35,7 @@ from sweeper.spec.expand import expand
 from sweeper.spec.presets import ModelSpec, num_params, num_params_actual
 from sweeper.profile import Hardware, Profile
 from sweeper.spec.schema import FieldError, plain
+from sweeper.plan.schedule import makespan
 from sweeper.plan.sizing import Sizing, downstream_seconds, size_trial, trial_device_seconds, wall_seconds
 from sweeper.spec import WSD_KEYS, DataSpec, SweepSpec, TrainSpec
 from sweeper.trial import HOW_KEYS, OPTION_DEFAULTS, Parallelism, TrialConfig, changed_options, \
@@ -104,6 +104,14 @@ class Trial:
         """Tokens a branch takes from its trunk: branch_step x tokens per step (0 unless a branch)."""
         return self.branch_step * self.config.tokens_per_step
 
+    @property
+    def branch_wall_seconds(self) -> float:
+        """A branch's own wall time from its trunk's branch point (its decay steps and every evaluation:
+        wall_seconds scaled by branch_device_seconds / device_seconds); its whole wall time unless a branch."""
+        if self.trunk_id is None or self.device_seconds <= 0:
+            return self.wall_seconds
+        return self.wall_seconds * self.branch_device_seconds / self.device_seconds
+
     def on_device(self, device: str, peak_flops: float | None) -> TrialConfig:
         """This trial's config to run on `device` (`sweeper train --device`): the how-settings that
         follow from where it runs change, nothing else."""
@@ -140,6 +148,7 @@ class Plan:
             "flops_processed": sum(t.flops_processed for t in self.trials),
             "device_hours": sum(t.device_seconds for t in self.trials) / 3600,
             "makespan_hours": self.makespan_seconds() / 3600,
+            "makespan_hours_shared": self.makespan_seconds(shared=True) / 3600,
             "cost": sum(cost) if cost and None not in cost else None,  # type: ignore[arg-type]
             "not_fitting": sum(not t.sizing.fits for t in self.trials),
             "trunks": len({t.trunk_id for t in branches}),
@@ -168,12 +177,10 @@ class Plan:
             steps.update(s for s in branch.eval_steps if s <= branch.branch_step)
         return tuple(sorted(steps))
 
-    def makespan_seconds(self) -> float:
-        """Longest-first list scheduling of wall times onto the profile's concurrent slots."""
-        slots = [0.0] * self.concurrency
-        for trial in self.trials:  # already longest first
-            heapq.heapreplace(slots, slots[0] + trial.wall_seconds)
-        return max(slots)
+    def makespan_seconds(self, shared: bool = False) -> float:
+        """The sweep's wall time on the profile's concurrent slots (sweeper.plan.schedule.makespan);
+        `shared`: as the driver starts the trials under prefix sharing, else each trained alone."""
+        return makespan(self.trials, self.concurrency, shared=shared)
 
 
 def plan_sweep(spec: SweepSpec, profile: Profile) -> Plan:

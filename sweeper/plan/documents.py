@@ -169,7 +169,8 @@ def print_summary(plan: Plan) -> None:
                       markup=False, soft_wrap=True)
     console.print(f"on {plan.profile} ({plan.hardware.name}, {plan.hardware.total_devices} devices, "
                   f"{plan.concurrency} concurrent): ≈{fmt_duration(plan.makespan_seconds())} wall"
-                  + (" trained alone" if totals["branches"] else "") + ", "
+                  + (f" trained alone, ≈{fmt_duration(totals['makespan_hours_shared'] * 3600)} with prefix sharing"
+                     if totals["branches"] else "") + ", "
                   f"assuming {plan.hardware.assumption()}")
     if totals["not_fitting"]:
         console.print(f"[red]{totals['not_fitting']} trials do not fit this profile's hardware "

@@ -1,0 +1,51 @@
+"""A sweep's wall time: its trials placed on the profile's concurrent slots as the driver starts them.
+
+The driver (sweeper.driver.sharing.StartQueue) starts trials in the planned order, longest first,
+each as soon as a slot is free; under prefix sharing a branch waits until its trunk has stored the
+checkpoint at its branch point, then trains only its own part. `makespan` replays that with the
+plan's estimates (Trial.wall_seconds, branch_wall_seconds), so it is as good as they are.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from typing import Any
+
+
+def makespan(trials: Sequence[Any], concurrency: int, *, shared: bool = False) -> float:
+    """Seconds from the first start to the last end of `trials` (sweeper.plan.Trial, in the planned
+    order) on `concurrency` slots: list scheduling, each trial on the first free slot.
+
+    `shared`: a branch whose trunk is among `trials` becomes ready when the trunk reaches its branch
+    point, at the trunk's start plus its wall time times branch_step / steps, and then takes
+    branch_wall_seconds; a free slot takes the first ready trial in the planned order, and idles
+    while none is ready. Otherwise every trial is ready at once and trains alone from step 0, and a
+    branch whose trunk is not among `trials` always does.
+    """
+    by_id = {t.id: t for t in trials}
+    trunk_of = {t.id: t.trunk_id for t in trials if shared and t.trunk_id in by_id}
+    started: dict[str, float] = {}
+
+    def ready_at(trial: Any) -> float:
+        trunk_id = trunk_of.get(trial.id)
+        if trunk_id is None:
+            return 0.0
+        if trunk_id not in started:
+            return math.inf
+        trunk = by_id[trunk_id]
+        return started[trunk_id] + trunk.wall_seconds * trial.branch_step / trunk.steps
+
+    slots = [0.0] * max(1, concurrency)
+    waiting = list(trials)
+    while waiting:
+        now = heapq.heappop(slots)
+        trial = next((t for t in waiting if ready_at(t) <= now), None)
+        if trial is None:  # every trial left waits for a branch point (a trunk, never a branch, has started)
+            now = min(ready_at(t) for t in waiting)
+            trial = next(t for t in waiting if ready_at(t) <= now)
+        waiting.remove(trial)
+        started[trial.id] = now
+        heapq.heappush(slots, now + (trial.branch_wall_seconds if trial.id in trunk_of else trial.wall_seconds))
+    return max(slots)
