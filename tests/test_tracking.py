@@ -88,6 +88,54 @@ def test_bad_store_uris(uri: str, message: str) -> None:
     assert str(error.value) == message
 
 
+def _set_schema_revision(db: Path, revision: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+
+
+@pytest.mark.parametrize("which", ["older", "newer"])
+def test_a_store_of_another_mlflow_schema_is_one_sentence_from_every_command(tmp_path: Path, which: str) -> None:
+    """A store an older MLflow wrote (the environment was upgraded) wants `mlflow db upgrade`; one
+    a newer MLflow wrote wants that MLflow: each said in one line, exit 2, the store untouched.
+    Real commands, each in its own process as a user runs them."""
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    from conftest import MINIMAL
+
+    (tmp_path / "spec.yaml").write_text(MINIMAL)
+    db = tmp_path / "mlflow.db"  # the store the local profile opens from this folder
+    Tracking(f"sqlite:///{db}", "t")
+    migrations = ScriptDirectory.from_config(_get_alembic_config(db_url=""))
+    head = migrations.get_current_head()
+    older = migrations.get_revision(head).down_revision
+    _set_schema_revision(db, older if which == "older" else "0123456789ab")
+    before = db.read_bytes()
+    said = (f"MLflow store sqlite:///mlflow.db has an older schema (revision {older}) than the installed MLflow "
+            f"{mlflow.__version__} reads ({head}): back it up, then run `mlflow db upgrade sqlite:///mlflow.db`"
+            if which == "older" else
+            f"MLflow store sqlite:///mlflow.db was written by a newer MLflow than the installed MLflow "
+            f"{mlflow.__version__} (its schema revision 0123456789ab is unknown to it): install that MLflow, "
+            "e.g. `pip install -U mlflow`")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    for command in (["status", "spec.yaml"], ["run", "spec.yaml"], ["ui"], ["plan", "spec.yaml"]):
+        done = subprocess.run([sys.executable, "-m", "sweeper.cli", *command], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        if command[0] == "plan":  # the plan needs no store: it says why it cannot tell what is done
+            assert done.returncode == 0 and f"done vs to run unknown: MLflow at sqlite:///mlflow.db answered: {said}" \
+                in done.stdout, done.stdout + done.stderr
+        else:
+            assert (done.returncode, done.stdout, done.stderr.strip()) == (2, "", f"error: {said}"), command
+    assert db.read_bytes() == before
+
+
 def test_flatten() -> None:
     assert flatten({"train": {"betas": (0.9, 0.95), "lr": 1e-3}, "family": "ar"}) == {
         "train.betas": [0.9, 0.95], "train.lr": 1e-3, "family": "ar"}

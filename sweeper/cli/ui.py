@@ -60,8 +60,11 @@ def print_urls(base: str, experiment_id: str, view: str | None) -> None:
 def serve_ui(tracking_uri: str, *, port: int, experiment: str | None) -> int:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiments = [e for e in client.search_experiments() if e.name != "Default"]
+    from sweeper.tracking.store import schema_errors
+
+    with schema_errors(tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri)
+        experiments = [e for e in client.search_experiments() if e.name != "Default"]
     chosen = next((e for e in experiments if e.name == experiment), None) if experiment else \
         (experiments[0] if experiments else None)
     if experiment and chosen is None:

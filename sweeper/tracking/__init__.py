@@ -23,7 +23,7 @@ from typing import Any
 
 from sweeper.console import redact
 from sweeper.spec.schema import plain
-from sweeper.tracking.store import artifact_location, creating
+from sweeper.tracking.store import artifact_location, creating, schema_errors
 from sweeper.tracking.store import check_reachable as check_reachable  # where callers have always found it
 
 TAG_KIND = "sweeper.kind"  # "sweep" (parent) or "trial" (child)
@@ -68,13 +68,14 @@ class Tracking:
     def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True):
         """`create` False: only read; an experiment that does not exist holds no runs. Processes that
         open one sqlite store at once create its tables and the experiment once, in turn
-        (sweeper.tracking.store.creating). Raises what MLflow raises for a store it cannot open."""
+        (sweeper.tracking.store.creating). Raises UserError for a store of another MLflow version's schema
+        (sweeper.tracking.store.schema_errors), else what MLflow raises for a store it cannot open."""
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # our own lines say it
         self.tracking_uri, self.experiment = tracking_uri, experiment
-        with creating(tracking_uri):
+        with creating(tracking_uri), schema_errors(tracking_uri):
             self.client = MlflowClient(tracking_uri=tracking_uri)  # creates a sqlite store's tables
             found = self.client.get_experiment_by_name(experiment)
             if found is None and create:

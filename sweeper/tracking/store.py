@@ -1,9 +1,11 @@
 """Opening an MLflow tracking store: whether it can be used at all (preflight), creating a sqlite
-store one process at a time, and where a sqlite store's artifacts go. MLflow is not imported here."""
+store one process at a time, a store of another MLflow version's schema in one sentence, and where
+a sqlite store's artifacts go. MLflow is imported only where a store is opened."""
 
 from __future__ import annotations
 
 import os
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -61,3 +63,43 @@ def artifact_location(tracking_uri: str) -> str | None:
     if tracking_uri.startswith("sqlite:///"):
         return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
     return None
+
+
+@contextmanager
+def schema_errors(tracking_uri: str) -> Iterator[None]:
+    """Around opening a database store (sqlite, postgresql, ...): MLflow refuses one whose schema
+    revision is not its own newest, with a traceback; this says in one sentence which way the two
+    differ and what to do. A store older than the installed MLflow (an upgraded environment)
+    needs `mlflow db upgrade`, which changes it in place, so sweeper leaves that to the user; one
+    written by a newer MLflow needs that MLflow.
+
+    Raises:
+        UserError: the store's schema is another MLflow version's.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as error:
+        found = re.search(r"found version (\w+), but expected (\w+)", str(error))
+        if found is None:
+            raise
+        import mlflow
+
+        store, version = f"MLflow store {tracking_uri}", f"the installed MLflow {mlflow.__version__}"
+        if _known_revision(found[1]):
+            raise UserError(f"{store} has an older schema (revision {found[1]}) than {version} reads ({found[2]}): "
+                            f"back it up, then run `mlflow db upgrade {tracking_uri}`") from None
+        raise UserError(f"{store} was written by a newer MLflow than {version} (its schema revision {found[1]} is "
+                        "unknown to it): install that MLflow, e.g. `pip install -U mlflow`") from None
+
+
+def _known_revision(revision: str) -> bool:
+    """Whether the installed MLflow's migrations know this schema revision (an older store's)."""
+    try:
+        from alembic.script import ScriptDirectory
+        from mlflow.store.db.utils import _get_alembic_config
+
+        return ScriptDirectory.from_config(_get_alembic_config(db_url="")).get_revision(revision) is not None
+    except Exception:  # noqa: BLE001  (an unknown revision, or MLflow's layout changed: not known)
+        return False
