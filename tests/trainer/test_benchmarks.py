@@ -3,6 +3,7 @@ throughput benchmarks on tiny shapes."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -142,3 +143,38 @@ def test_quickstart_costs_compile_pairs_eager_and_compiled_runs() -> None:
         low, high = row["range"]
         assert 0 < low <= row["compile_over_eager"] <= high
         assert row["compile_seconds"] > 0  # the first compiled window pays for compiling
+
+
+def test_device_sweep_trains_the_selected_trials_without_ray_or_mlflow_within_its_budget(tmp_path: Path) -> None:
+    """benchmarks/device_sweep.py on the CPU: the selected trials trained in turn by `sweeper train`
+    with Ray and MLflow unimportable, one results.csv row per trial that `fit --from-csv` reads, its
+    losses the curve's last point; a trial that cannot fit the budget is skipped, not started."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from device_train_check import block_imports
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from sweeper.fit.table import read_csv
+
+    from conftest import MINIMAL
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(MINIMAL.replace("epochs: [1, 2]", "epochs: [1, 2, 400]"))
+    blocked = block_imports(tmp_path / "absent")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), str(REPO)]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "device_sweep.py"), str(spec),
+                           "--backend", str(REPO / "backends" / "local.yaml"), "--device", "cpu", "--where", "family=ar",
+                           "--budget-s", "40", "--order", "short", "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert len(summary["finished"]) == 2 and summary["cut"] == [] and summary["pace"] > 0
+    assert [s["name"] for s in summary["skipped"]] == ["ar-tiny-U4k-e400"]  # ~2 min planned: over the budget
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert [(r["name"], r["family"], r["unique_tokens"]) for r in rows] == [
+        ("ar-tiny-U4k-e1", "ar", "4000"), ("ar-tiny-U4k-e2", "ar", "4000")]
+    for row in rows:
+        curve = [json.loads(line) for line in (tmp_path / "out" / "curves" / f"{row['trial_id']}.jsonl").open()]
+        assert float(row["loss"]) == curve[-1]["final/val_loss"] and int(row["tokens"]) == curve[-1]["tokens"]
+    trials = read_csv(tmp_path / "out" / "results.csv", {"loss": "loss_best"})
+    assert len(trials) == 2
