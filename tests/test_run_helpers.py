@@ -209,6 +209,16 @@ def test_progress_counts_what_the_run_trains_a_branch_from_its_branch_point(writ
     # halfway through its own part
     progress.states[e2.id].tokens = e2.tokens_shared + own[1] // 2
     assert f"tokens {fmt_count(trunk.tokens + own[1] // 2)}/" in progress.summary_line()
+    # the branches alone, their trunk trained by an earlier run that stored e2's branch point only: e2 starts
+    # there, e1 trains from step 0, as the estimate counts them (sweeper.driver.preflight)
+    progress = SweepCallback(tracking=None, parent_run_id="", trials={t.id: t for t in (e2, e1)}, extra_tags={},
+                             metric_names=frozenset(), estimate_s=60.0, started=time.monotonic() - 100.0,
+                             stored=frozenset({e2.id}))
+    progress.states[e1.id].state, progress.states[e1.id].tokens = "running", e1.tokens // 2
+    line = progress.summary_line()
+    assert f"tokens {fmt_count(e1.tokens // 2)}/{fmt_count(own[1] + e1.tokens)} " in line
+    planned_s = e2.branch_wall_seconds + e1.wall_seconds
+    assert line.endswith(time_left(100.0, e1.wall_seconds / 2, planned_s, 60.0)), line
 
 
 def test_max_device_hours_and_the_estimate_count_a_branch_from_its_branch_point(write_spec) -> None:
@@ -232,8 +242,60 @@ def test_max_device_hours_and_the_estimate_count_a_branch_from_its_branch_point(
         return preflight(spec, plan, profile, trials=list(plan.trials), rerun=(), retry_failed=False,
                          max_device_hours=limit)
 
-    _, selection, _, estimate_s = check((shared + alone) / 2)
+    _, selection, _, estimate_s, _ = check((shared + alone) / 2)
     assert len(selection.to_run) == 4
     assert estimate_s == pytest.approx(plan.makespan_seconds(shared=True)) and estimate_s < plan.makespan_seconds()
     with pytest.raises(UserError, match=f"need an estimated {shared:,.2f} device-hours, more than --max-device-hours"):
         check(shared * 0.99)
+
+
+def test_the_estimate_starts_a_branch_at_a_branch_point_an_earlier_run_stored(write_spec) -> None:
+    """A branch whose trunk finished in an earlier run starts from the branch point that run left in
+    storage: the estimate and --max-device-hours count only its own part. A torn or missing branch
+    point means training from step 0, counted in full."""
+    import dataclasses
+    import json
+
+    from conftest import MINIMAL, REPO
+    from sweeper.driver.preflight import preflight
+    from sweeper.driver.sharing import branch_point_path
+    from sweeper.plan import plan_sweep
+    from sweeper.profile import load_profile
+    from sweeper.spec import load_spec
+    from sweeper.storage import trial_dir
+    from sweeper.trainer.checkpoint import COMPLETE_FILE
+
+    text = MINIMAL.replace("  batch_sequences: 8\n", "  batch_sequences: 8\n  schedule: wsd\n  share_prefix: true\n")
+    spec = load_spec(write_spec(text.replace("family: [ar, mdm]", "family: ar").replace("[1, 2]", "[1, 2, 4, 8]")))
+    profile = load_profile(REPO / "backends" / "local.yaml")
+    plan = plan_sweep(spec, profile)
+    branches = [t for t in plan.trials if t.trunk_id is not None]
+    assert len(branches) == 3
+
+    def store(branch, *, whole: bool) -> None:
+        folder = Path(branch_point_path(trial_dir(profile.storage_root(), spec.experiment, branch.trunk_id),
+                                        branch.branch_step))
+        folder.mkdir(parents=True)
+        (folder / "state.pt").write_bytes(b"weights")
+        size = 7 if whole else 70  # a torn copy: its marker records more than arrived
+        (folder / COMPLETE_FILE).write_text(json.dumps({"files": {"state.pt": {"bytes": size, "sha256": ""}}}))
+
+    def estimate() -> float:  # the branches alone: their trunk is not trained by this run
+        checked = preflight(spec, plan, profile, trials=branches, rerun=(), retry_failed=False, max_device_hours=None)
+        assert checked[4] == stored  # what the progress line then counts from the branch point
+        return checked[3]
+
+    alone = dataclasses.replace(plan, trials=tuple(branches), concurrency=profile.concurrency)
+    stored = set()
+    assert estimate() == pytest.approx(alone.makespan_seconds(shared=True)) == pytest.approx(alone.makespan_seconds())
+    store(branches[0], whole=True)
+    store(branches[1], whole=False)
+    stored = {branches[0].id}
+    assert estimate() == pytest.approx(alone.makespan_seconds(shared=True, stored=stored))
+    assert alone.makespan_seconds(shared=True, stored=stored) < alone.makespan_seconds()
+    shared_hours = alone.totals(stored)["device_hours_shared"]
+    assert shared_hours * 3600 == pytest.approx(sum(t.device_seconds for t in branches) - branches[0].device_seconds
+                                                + branches[0].branch_device_seconds)
+    with pytest.raises(UserError, match=f"need an estimated {shared_hours:,.2f} device-hours"):
+        preflight(spec, plan, profile, trials=branches, rerun=(), retry_failed=False,
+                  max_device_hours=shared_hours * 0.99)

@@ -132,6 +132,21 @@ def test_the_shared_makespan_waits_for_each_branch_point_then_trains_the_branchs
     # a branch whose trunk is not among the trials trains alone, at once
     alone = dataclasses.replace(plan, trials=tuple(branches), concurrency=1)
     assert alone.makespan_seconds(shared=True) == pytest.approx(sum(t.wall_seconds for t in branches))
+    # unless an earlier run stored its branch point: then it starts there, at once, and trains its own part
+    stored = {branches[0].id}
+    assert alone.makespan_seconds(shared=True, stored=stored) == pytest.approx(
+        branches[0].branch_wall_seconds + sum(t.wall_seconds for t in branches[1:]))
+    assert alone.makespan_seconds(stored=stored) == alone.makespan_seconds()  # trained alone: from step 0
+    totals = alone.totals(stored)
+    assert totals["branches"] == 1 and totals["makespan_hours_shared"] * 3600 == pytest.approx(
+        alone.makespan_seconds(shared=True, stored=stored))
+    assert totals["device_hours_shared"] * 3600 == pytest.approx(
+        sum(t.device_seconds for t in branches) - branches[0].device_seconds + branches[0].branch_device_seconds)
+    # with its trunk among the trials too, a stored branch point makes the branch ready at once
+    trunk = trunk_of[branches[0].trunk_id]
+    pair = dataclasses.replace(plan, trials=(trunk, branches[0]), concurrency=2)
+    assert pair.makespan_seconds(shared=True, stored=stored) == pytest.approx(
+        max(trunk.wall_seconds, branches[0].branch_wall_seconds))
 
 
 def test_only_trials_alike_in_everything_else_share(write_spec) -> None:

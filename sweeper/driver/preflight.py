@@ -8,10 +8,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sweeper.console import UserError, console
+from sweeper.driver.sharing import stored_branch_points
 from sweeper.driver.tune import max_concurrent_trials
 from sweeper.plan import Plan, Trial
 from sweeper.profile import Profile
 from sweeper.spec import SweepSpec
+from sweeper.storage import trial_dir
 from sweeper.tracking import Tracking, check_reachable
 from sweeper.tracking.results import Selection, older_recipe_note, select_to_run
 from sweeper.units import fmt_duration
@@ -53,7 +55,7 @@ def preflight_storage(root: str, endpoint: str | None = None, where: str = "stor
 
 def preflight(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence[Trial], rerun: Sequence[str],
                retry_failed: bool, max_device_hours: float | None,
-               claim: Callable[[], None] | None = None) -> tuple[Tracking, Selection, str, float] | int:
+               claim: Callable[[], None] | None = None) -> tuple[Tracking, Selection, str, float, frozenset[str]] | int:
     """Everything that can fail on the user's input, before anything trains; then what is left
     to train. An int is the exit code when nothing is. `claim` is called once storage is known
     writable and before MLflow is opened (the driver's lock on the sweep, sweeper.driver.lock); it
@@ -79,17 +81,19 @@ def preflight(spec: SweepSpec, plan: Plan, profile: Profile, *, trials: Sequence
         console.print("nothing to train" + (f"; `sweeper results {spec.file}` lists them" if selection.finished else ""))
         return 0 if not selection.failed else 1
     concurrent = max_concurrent_trials(profile, selection.to_run)
-    # What this run trains: a branch whose trunk trains in it too counts only its own part (prefix sharing).
+    # What this run trains: a branch whose trunk trains in it too, or whose branch point an earlier
+    # run stored, counts only its own part (prefix sharing).
     to_run = dataclasses.replace(plan, trials=tuple(selection.to_run), concurrency=concurrent)
-    device_hours = to_run.totals()["device_hours_shared"]
+    stored = stored_branch_points(to_run.trials, lambda i: trial_dir(root, spec.experiment, i), profile.storage_endpoint())
+    device_hours = to_run.totals(stored)["device_hours_shared"]
     if max_device_hours is not None and device_hours > max_device_hours:
         raise UserError(f"the {len(selection.to_run)} trials to run need an estimated {device_hours:,.2f} "
                         f"device-hours, more than --max-device-hours {max_device_hours:g}")
-    estimate_s = to_run.makespan_seconds(shared=True)
+    estimate_s = to_run.makespan_seconds(shared=True, stored=stored)
     console.print(f"estimated {fmt_duration(estimate_s)} on {profile.name} ({profile.hardware.name}, "
                   f"{concurrent} concurrent; {profile.hardware.assumption()})")
     _bf16_hint(profile, selection.to_run)
-    return tracking, selection, root, estimate_s
+    return tracking, selection, root, estimate_s, stored
 
 
 

@@ -75,6 +75,7 @@ class SweepCallback(Callback):
     metric_names: frozenset[str]
     estimate_s: float
     fresh: frozenset[str] = frozenset()  # `--rerun` ids: a new run each, from step 0
+    stored: frozenset[str] = frozenset()  # branches whose branch point an earlier run stored
     started: float = field(default_factory=time.monotonic)
     states: dict[str, TrialState] = field(default_factory=dict)
     live: Live | None = None
@@ -243,20 +244,24 @@ class SweepCallback(Callback):
 
     def summary_line(self) -> str:
         """Counts by state, then tokens, FLOPs and time done against the plan. Each counts what this run
-        trains: a branch (prefix sharing) starts at its trunk's branch point, so the tokens it takes from
-        the trunk, tokens_shared, are neither planned nor done here, and its time is its own part's."""
+        trains, as the estimate does: a branch (prefix sharing) whose trunk trains in this run, or whose
+        branch point is in `stored`, starts there, so the tokens it takes from the trunk, tokens_shared,
+        are neither planned nor done here, and its time is its own part's; any other trains from step 0."""
         counts = self.counts()
         done_tokens = planned_tokens = 0
         done_flops = planned_flops = done_s = planned_s = 0.0
         for s in self.states.values():
-            trial, shared = s.trial, s.trial.tokens_shared
+            trial = s.trial
+            branched = trial.trunk_id is not None and (trial.trunk_id in self.trials or trial.id in self.stored)
+            shared = trial.tokens_shared if branched else 0
             own = trial.tokens - shared
             done = own if s.state == "finished" else min(max(s.tokens - shared, 0), own)
             done_tokens, planned_tokens = done_tokens + done, planned_tokens + own
             done_flops += training_flops(trial.num_params, done)
             planned_flops += training_flops(trial.num_params, own)
-            planned_s += trial.branch_wall_seconds
-            done_s += trial.branch_wall_seconds * done / own if own else 0.0
+            seconds = trial.branch_wall_seconds if branched else trial.wall_seconds
+            planned_s += seconds
+            done_s += seconds * done / own if own else 0.0
         planned_tokens = planned_tokens or 1
         states = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
         elapsed = time.monotonic() - self.started

@@ -94,6 +94,19 @@ def branch_point(trial_dir: str, step: int, endpoint: str | None) -> Any:
     return tune.Checkpoint(path=path, filesystem=filesystem) if _torn(filesystem, path) is None else None
 
 
+def stored_branch_points(trials: Sequence[Any], trial_dir_of: Callable[[str], str], endpoint: str | None) -> frozenset[str]:
+    """The ids of the branches among `trials` (sweeper.plan.Trial) whose trunk's checkpoint at their
+    branch point is already whole in storage, left by an earlier run: they start there at once."""
+    from sweeper.driver.checkpoints import _torn
+    from sweeper.storage import filesystem_for
+
+    def stored(trial: Any) -> bool:
+        filesystem, path = filesystem_for(branch_point_path(trial_dir_of(trial.trunk_id), trial.branch_step), endpoint)
+        return _torn(filesystem, path) is None
+
+    return frozenset(t.id for t in trials if t.trunk_id is not None and stored(t))
+
+
 def fetch_branch_point(payload: dict[str, Any], scratch: Path) -> str | None:
     """A branch's starting checkpoint, copied from storage into `scratch`, or None: not a branch, or
     its trunk's branch point is not (whole) in storage."""

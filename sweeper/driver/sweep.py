@@ -55,7 +55,7 @@ def _claim(lock: SweepLock) -> None:
 
 def _train(spec: SweepSpec, plan: Plan, profile: Profile, checked: tuple[Any, ...], *, trials: Sequence[Trial],
            rerun: Sequence[str], in_cluster: bool) -> int:
-    tracking, selection, root, estimate_s = checked
+    tracking, selection, root, estimate_s, stored = checked
     data = prepare_data(spec, [t.unique_tokens for t in trials], profile)
     plan_json = _plan_json(spec, plan)
     parent = tracking.sweep_run(spec.name, spec_texts={f: Path(f).read_text() for f in spec.files}, plan=plan_json)
@@ -68,7 +68,7 @@ def _train(spec: SweepSpec, plan: Plan, profile: Profile, checked: tuple[Any, ..
         console.print(f"--rerun: {len(fresh)} trial{'s train' if len(fresh) > 1 else ' trains'} from step 0 into a new "
                       "run; earlier runs stay in MLflow, tagged superseded")
     return run_tune(spec, profile, selection, tracking, parent, data, root, estimate_s, in_cluster=in_cluster,
-                 fresh=fresh, plan=plan)
+                 fresh=fresh, plan=plan, stored=stored)
 
 
 def _lost_runs(tracking: Any, to_run: Sequence[Trial], root: str, experiment: str, endpoint: str | None,

@@ -20,8 +20,9 @@ from sweeper.tracking.results import Selection
 
 def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: Tracking, parent: str, data: Any,
           root: str, estimate_s: float, *, in_cluster: bool, fresh: frozenset[str] = frozenset(),
-          plan: Plan | None = None) -> int:
-    """`plan`: the whole plan, whose trunks and branches (prefix sharing) the payloads carry."""
+          plan: Plan | None = None, stored: frozenset[str] = frozenset()) -> int:
+    """`plan`: the whole plan, whose trunks and branches (prefix sharing) the payloads carry; `stored`:
+    the branches whose branch point an earlier run left in storage (sweeper.driver.preflight)."""
     import torch  # noqa: F401  (torch before Ray: Ray first can break torch's oneMKL loading)
 
     # Our own view and MLflow replace Tune's console reporter and its TensorBoard and CSV files;
@@ -87,7 +88,8 @@ def run_tune(spec: SweepSpec, profile: Profile, selection: Selection, tracking: 
         [config["sweeper"]["resources"]]))
     callback = SweepCallback(tracking=tracking, parent_run_id=parent,
                              trials={t.id: t for t in selection.to_run}, extra_tags=data.tags,
-                             metric_names=frozenset(METRICS), estimate_s=estimate_s, fresh=fresh)
+                             metric_names=frozenset(METRICS), estimate_s=estimate_s, fresh=fresh,
+                             stored=stored)
     tuner = tune.Tuner(
         trainable,
         # Trials in the planned order, a branch once its trunk's checkpoint at its branch point is in storage.

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,15 +130,15 @@ class Plan:
     trials: tuple[Trial, ...]  # longest first
     merged_duplicates: int  # grid points that resolved to a trial already planned
 
-    def totals(self) -> dict[str, Any]:
+    def totals(self, stored: Collection[str] = ()) -> dict[str, Any]:
         """Counts and sums over the trials, each trained from step 0 (`flops`, `device_hours`, `cost`)
-        and with prefix sharing (`*_shared`: a branch counts only what it trains past its branch point,
-        6·N·(D - tokens_shared), and its own device time; a branch whose trunk is not among these trials,
-        e.g. filtered out, counts in full). Without branches the shared totals equal the others."""
+        and with prefix sharing (`*_shared`: a branch counts 6·N·(D - tokens_shared) and its own device
+        time when its trunk is among these trials or it is in `stored`, the branches whose branch point
+        an earlier run left in storage; else in full). Without branches the shared totals equal the others."""
         families = Counter(t.family for t in self.trials)
         cost = [t.cost for t in self.trials]
         ids = {t.id for t in self.trials}
-        branches = [t for t in self.trials if t.trunk_id in ids]
+        branches = [t for t in self.trials if t.trunk_id is not None and (t.trunk_id in ids or t.id in stored)]
         saved_s = sum(t.device_seconds - t.branch_device_seconds for t in branches)
         price = self.hardware.price_per_device_hour
         totals = {
@@ -148,7 +149,7 @@ class Plan:
             "flops_processed": sum(t.flops_processed for t in self.trials),
             "device_hours": sum(t.device_seconds for t in self.trials) / 3600,
             "makespan_hours": self.makespan_seconds() / 3600,
-            "makespan_hours_shared": self.makespan_seconds(shared=True) / 3600,
+            "makespan_hours_shared": self.makespan_seconds(shared=True, stored=stored) / 3600,
             "cost": sum(cost) if cost and None not in cost else None,  # type: ignore[arg-type]
             "not_fitting": sum(not t.sizing.fits for t in self.trials),
             "trunks": len({t.trunk_id for t in branches}),
@@ -177,10 +178,11 @@ class Plan:
             steps.update(s for s in branch.eval_steps if s <= branch.branch_step)
         return tuple(sorted(steps))
 
-    def makespan_seconds(self, shared: bool = False) -> float:
+    def makespan_seconds(self, shared: bool = False, stored: Collection[str] = ()) -> float:
         """The sweep's wall time on the profile's concurrent slots (sweeper.plan.schedule.makespan);
-        `shared`: as the driver starts the trials under prefix sharing, else each trained alone."""
-        return makespan(self.trials, self.concurrency, shared=shared)
+        `shared`: as the driver starts the trials under prefix sharing (`stored`: the branches whose
+        branch point is already in storage), else each trained alone."""
+        return makespan(self.trials, self.concurrency, shared=shared, stored=stored)
 
 
 def plan_sweep(spec: SweepSpec, profile: Profile) -> Plan:

@@ -2,35 +2,39 @@
 
 The driver (sweeper.driver.sharing.StartQueue) starts trials in the planned order, longest first,
 each as soon as a slot is free; under prefix sharing a branch waits until its trunk has stored the
-checkpoint at its branch point, then trains only its own part. `makespan` replays that with the
-plan's estimates (Trial.wall_seconds, branch_wall_seconds), so it is as good as they are.
+checkpoint at its branch point, then trains only its own part (at once, when an earlier run stored that
+checkpoint). `makespan` replays that with the plan's estimates (Trial.wall_seconds, branch_wall_seconds),
+so it is as good as they are.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 
-def makespan(trials: Sequence[Any], concurrency: int, *, shared: bool = False) -> float:
+def makespan(trials: Sequence[Any], concurrency: int, *, shared: bool = False, stored: Collection[str] = ()) -> float:
     """Seconds from the first start to the last end of `trials` (sweeper.plan.Trial, in the planned
     order) on `concurrency` slots: list scheduling, each trial on the first free slot.
 
     `shared`: a branch whose trunk is among `trials` becomes ready when the trunk reaches its branch
     point, at the trunk's start plus its wall time times branch_step / steps, and then takes
-    branch_wall_seconds; a free slot takes the first ready trial in the planned order, and idles
-    while none is ready. Otherwise every trial is ready at once and trains alone from step 0, and a
-    branch whose trunk is not among `trials` always does.
+    branch_wall_seconds; a branch in `stored` (ids of branches whose branch point an earlier run left
+    in storage) is ready at once and takes branch_wall_seconds, whether or not its trunk is among
+    `trials`; a free slot takes the first ready trial in the planned order, and idles while none is
+    ready. Any other branch whose trunk is not among `trials` trains from step 0, and without `shared`
+    every trial is ready at once and trains alone from step 0.
     """
     by_id = {t.id: t for t in trials}
-    trunk_of = {t.id: t.trunk_id for t in trials if shared and t.trunk_id in by_id}
+    trunk_of = {t.id: t.trunk_id for t in trials if shared and t.trunk_id is not None
+                and (t.trunk_id in by_id or t.id in stored)}
     started: dict[str, float] = {}
 
     def ready_at(trial: Any) -> float:
         trunk_id = trunk_of.get(trial.id)
-        if trunk_id is None:
+        if trunk_id is None or trial.id in stored:
             return 0.0
         if trunk_id not in started:
             return math.inf
