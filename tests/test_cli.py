@@ -55,7 +55,8 @@ def test_plan_table_shows_trials_and_totals(cli) -> None:
 
 
 @pytest.mark.parametrize("expr, count", [("family=ar", 100), ("family=ar,mdm", 200), ("epochs>=400", 60),
-                                         ("flops<1e17", 44), ("model!=7M", 180), ("unique_tokens=25M", 60)])
+                                         ("flops<1e17", 44), ("model!=7M", 180), ("unique_tokens=25M", 60),
+                                         ("family==ar", 100), ("epochs == 400", 20)])
 def test_where_filters(cli, expr: str, count: int) -> None:
     code, out, _ = cli("plan", REPO / "sweeps" / "grid.yaml", "--format", "json", "--where", expr)
     assert code == 0 and len(json.loads(out)["trials"]) == count

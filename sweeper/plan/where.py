@@ -1,4 +1,5 @@
-"""`--where` filters over planned trials: `family=ar`, `model=7M,14M`, `epochs>=100`, `flops<1e19`.
+"""`--where` filters over planned trials: `family=ar`, `model=7M,14M`, `epochs>=100`, `flops<1e19`
+(`==` is read as `=`).
 
 Each key has a kind, known before any trial is read: text keys (and the spec's choice-valued
 train keys) match with = and != only, and a choice is checked against the values it can take;
@@ -20,7 +21,7 @@ from sweeper.console import UserError
 from sweeper.spec.schema import suggest
 from sweeper.spec.nodes import NumberRangeError, parse_number
 
-_EXPRESSION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(!=|>=|<=|=|>|<)\s*(.+?)\s*$")
+_EXPRESSION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(!=|==|>=|<=|=|>|<)\s*(.+?)\s*$")
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
 }
@@ -78,6 +79,7 @@ def parse_where(expressions: Iterable[str], *, train_keys: Iterable[str] = ()) -
         if not match:
             raise UserError(f"--where {text!r}: expected KEY=VALUE (or !=, >=, <=, >, <), e.g. family=ar")
         key, op, raw = match.groups()
+        op = "=" if op == "==" else op  # as Python and most query languages write it
         if key not in known:
             raise UserError(f"--where {text!r}: unknown key '{key}'{suggest(key, known)}")
         kind, choices = ("text", ()) if key in TEXT_KEYS else ("number", ()) if key in NUMBER_KEYS \
