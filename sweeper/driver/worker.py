@@ -24,10 +24,11 @@ A trial that spans several devices (`workers` > 1 in its payload: a model whose 
 one GPU, or a CPU profile's `processes_per_trial`) runs as a Ray Train `TorchTrainer` launched from
 its Tune trial, the pattern Ray recommends for Train inside Tune: the Tune trial is then only the
 driver of the Train run, and each of its workers opens the data, restores the same checkpoint and
-runs the trainer's DDP/FSDP path in the process group Train started. Results reach Tune through
-`TuneReportCallback`, so the driver's MLflow logging sees the same results as from one process;
-Train persists the checkpoints into the trial's own folder (the Train run is named by the trial id
-under the experiment's folder) with the same metadata, so resuming works the same either way.
+runs the trainer's DDP/FSDP path in the process group Train started. Its results reach Tune from
+the trial function's own thread (sweeper.driver.train_reports), so the driver's MLflow logging sees
+the same results as from one process; Train persists the checkpoints into the trial's own folder
+(the Train run is named by the trial id under the experiment's folder) with the same metadata, so
+resuming works the same either way.
 
 Under prefix sharing (sweeper.driver.sharing) a trunk's payload carries its branches' extra evaluation
 and keep steps, which it keeps when it resumes, and its reporter copies each branch point to storage; a
@@ -247,8 +248,9 @@ def _drive_train_run(payload: dict[str, Any]) -> None:
     import ray.train
     from ray import tune
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.queue import Queue
 
+    from sweeper.driver.train_reports import ForwardReports, report_while_training
     from sweeper.storage import filesystem_for
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_POLL_INTERVAL_S)  # read by Train's controller
@@ -264,6 +266,7 @@ def _drive_train_run(payload: dict[str, Any]) -> None:
     branch = branch_point(payload[TRUNK_DIR], int(payload[BRANCH_STEP]), endpoint) \
         if resume is None and TRUNK_DIR in payload else None
     warning = start_warning(passed_over, resume, branch and "branch", payload)
+    reports = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"payload": payload, "resume": resume, "branch": branch, "warning": warning,
@@ -274,14 +277,14 @@ def _drive_train_run(payload: dict[str, Any]) -> None:
             # The Train run's folder is the Tune trial's: its checkpoints land where latest_persisted
             # looks, and a retried or later run of the trial finds Train's own record of them there.
             name=trial_id, storage_path=experiment_path, storage_filesystem=filesystem,
-            callbacks=[TuneReportCallback()],
+            callbacks=[ForwardReports(reports)],
             # A failed worker fails the Train run, so Tune retries the whole trial from its last
             # checkpoint: one retry budget (the profile's `retries`) for every kind of trial, and the
             # driver's view sees each retry and each resume as it does for one process.
             failure_config=ray.train.FailureConfig(max_failures=0),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
     try:
-        trainer.fit()
+        report_while_training(trainer.fit, reports, tune.report)
     except ray.train.WorkerGroupError as error:
         full = [str(e) for e in error.worker_failures.values() if isinstance(e, StorageFull)]
         if full:
