@@ -219,6 +219,12 @@ def test_progress_counts_what_the_run_trains_a_branch_from_its_branch_point(writ
     assert f"tokens {fmt_count(e1.tokens // 2)}/{fmt_count(own[1] + e1.tokens)} " in line
     planned_s = e2.branch_wall_seconds + e1.wall_seconds
     assert line.endswith(time_left(100.0, e1.wall_seconds / 2, planned_s, 60.0)), line
+    # with the trunk in the run, a branch the driver started from step 0 (its trunk failed before its
+    # branch point) counts in full
+    progress = SweepCallback(tracking=None, parent_run_id="", trials={t.id: t for t in plan.trials}, extra_tags={},
+                             metric_names=frozenset(), estimate_s=60.0)
+    progress.states[e1.id].from_step_zero = True
+    assert f"tokens 0/{fmt_count(own[0] + own[1] + e1.tokens)} " in progress.summary_line()
 
 
 def test_max_device_hours_and_the_estimate_count_a_branch_from_its_branch_point(write_spec) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from sweeper.driver.sharing import BRANCH_STEP, DONE, TRUNK_DIR, TRUNK_ID, StartQueue, branch_point, \
-    branch_point_path, persist_branch_point, train_arguments
+    branch_point_path, persist_branch_point, started_from_step_zero, train_arguments
 
 
 def trunk(trial_id: str) -> dict:
@@ -47,6 +48,10 @@ def test_a_branch_whose_trunk_ended_without_its_branch_point_starts_from_step_ze
     assert started["trial_id"] == "b" and TRUNK_DIR not in started and BRANCH_STEP not in started
     assert said == ["started name-b from step 0: its trunk name-t has no checkpoint at step 10"]
     assert queue.next() == DONE
+    # what the progress line reads off the payload it started with (sweeper.plan.Trial's trunk_id)
+    planned = SimpleNamespace(trunk_id="t")
+    assert started_from_step_zero(planned, started) and not started_from_step_zero(planned, branch("b", "t", 10))
+    assert not started_from_step_zero(SimpleNamespace(trunk_id=None), trunk("t"))
 
 
 def test_a_branch_whose_trunk_is_not_run_starts_at_once_from_storage_or_step_zero() -> None:

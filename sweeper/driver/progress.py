@@ -31,6 +31,7 @@ from sweeper.trainer.branch import BRANCHED_KEY
 from sweeper.trial import training_flops
 from sweeper.units import fmt_count, fmt_duration, fmt_sci
 from sweeper.driver.evals import EVALS_KEY, TaskOutcome
+from sweeper.driver.sharing import started_from_step_zero
 from sweeper.evals.stage import TAG_PREFIX as EVAL_TAG_PREFIX
 from sweeper.driver.worker import CURVE_KEY, FAILURE_KEY, NODE_KEY, RESUMED_KEY, STORAGE_FULL_KEY, WARNING_KEY
 
@@ -64,6 +65,7 @@ class TrialState:
     log: TrialLog | None = None
     node: str | None = None
     nodes: list[str] = field(default_factory=list)
+    from_step_zero: bool = False  # a branch the driver started without its branch point (sharing.from_step_zero)
 
 
 @dataclass(eq=False)
@@ -111,6 +113,7 @@ class SweepCallback(Callback):
                                                  parent_run_id=self.parent_run_id, tags=tags, params=params,
                                                  fresh=planned.id in self.fresh)
         state.state = "running"
+        state.from_step_zero = started_from_step_zero(state.trial, trial.config["sweeper"])
         self._say(f"started {state.trial.name} ({state.trial.id})")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -246,13 +249,15 @@ class SweepCallback(Callback):
         """Counts by state, then tokens, FLOPs and time done against the plan. Each counts what this run
         trains, as the estimate does: a branch (prefix sharing) whose trunk trains in this run, or whose
         branch point is in `stored`, starts there, so the tokens it takes from the trunk, tokens_shared,
-        are neither planned nor done here, and its time is its own part's; any other trains from step 0."""
+        are neither planned nor done here, and its time is its own part's; any other trains from step 0,
+        as does one the driver started without its branch point (its trunk failed before it)."""
         counts = self.counts()
         done_tokens = planned_tokens = 0
         done_flops = planned_flops = done_s = planned_s = 0.0
         for s in self.states.values():
             trial = s.trial
-            branched = trial.trunk_id is not None and (trial.trunk_id in self.trials or trial.id in self.stored)
+            branched = trial.trunk_id is not None and not s.from_step_zero and (
+                trial.trunk_id in self.trials or trial.id in self.stored)
             shared = trial.tokens_shared if branched else 0
             own = trial.tokens - shared
             done = own if s.state == "finished" else min(max(s.tokens - shared, 0), own)

@@ -128,6 +128,11 @@ def without_branch(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k not in (TRUNK_DIR, TRUNK_ID, TRUNK_NAME, BRANCH_STEP, BRANCH_NAME)}
 
 
+def started_from_step_zero(trial: Any, payload: dict[str, Any]) -> bool:
+    """Whether `trial` (sweeper.plan.Trial), a branch, was started with `payload` from step 0 (without_branch)."""
+    return trial.trunk_id is not None and TRUNK_ID not in payload
+
+
 DONE = "done"
 
 
