@@ -65,7 +65,7 @@ class TrialState:
     log: TrialLog | None = None
     node: str | None = None
     nodes: list[str] = field(default_factory=list)
-    from_step_zero: bool = False  # a branch the driver started without its branch point (sharing.from_step_zero)
+    from_step_zero: bool = False  # a branch started without its branch point (sharing.started_from_step_zero)
 
 
 @dataclass(eq=False)
