@@ -26,6 +26,7 @@ from ray.tune import Callback
 
 from sweeper.console import console, is_terminal, redact
 from sweeper.plan import ID_SCHEMA
+from sweeper.plan.schedule import starts_at_branch_point
 from sweeper.tracking import TAG_SCHEMA, TrialLog, Tracking, flatten, provenance
 from sweeper.trainer.branch import BRANCHED_KEY
 from sweeper.trial import training_flops
@@ -256,8 +257,7 @@ class SweepCallback(Callback):
         done_flops = planned_flops = done_s = planned_s = 0.0
         for s in self.states.values():
             trial = s.trial
-            branched = trial.trunk_id is not None and not s.from_step_zero and (
-                trial.trunk_id in self.trials or trial.id in self.stored)
+            branched = not s.from_step_zero and starts_at_branch_point(trial, self.trials, self.stored)
             shared = trial.tokens_shared if branched else 0
             own = trial.tokens - shared
             done = own if s.state == "finished" else min(max(s.tokens - shared, 0), own)

@@ -36,7 +36,7 @@ from sweeper.spec.expand import expand
 from sweeper.spec.presets import ModelSpec, num_params, num_params_actual
 from sweeper.profile import Hardware, Profile
 from sweeper.spec.schema import FieldError, plain
-from sweeper.plan.schedule import makespan
+from sweeper.plan.schedule import makespan, starts_at_branch_point
 from sweeper.plan.sizing import Sizing, downstream_seconds, size_trial, trial_device_seconds, wall_seconds
 from sweeper.spec import WSD_KEYS, DataSpec, SweepSpec, TrainSpec
 from sweeper.trial import HOW_KEYS, OPTION_DEFAULTS, Parallelism, TrialConfig, changed_options, \
@@ -138,7 +138,7 @@ class Plan:
         families = Counter(t.family for t in self.trials)
         cost = [t.cost for t in self.trials]
         ids = {t.id for t in self.trials}
-        branches = [t for t in self.trials if t.trunk_id is not None and (t.trunk_id in ids or t.id in stored)]
+        branches = [t for t in self.trials if starts_at_branch_point(t, ids, stored)]
         saved_s = sum(t.device_seconds - t.branch_device_seconds for t in branches)
         price = self.hardware.price_per_device_hour
         totals = {

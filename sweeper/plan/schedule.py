@@ -15,6 +15,13 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 
+def starts_at_branch_point(trial: Any, trial_ids: Collection[str], stored: Collection[str] = ()) -> bool:
+    """Whether `trial` (sweeper.plan.Trial) trains only its own part under prefix sharing: a branch
+    whose trunk is among `trial_ids` (trained in the same run), or whose branch point is in `stored`
+    (the ids of branches whose branch point an earlier run left in storage). Any other trains from step 0."""
+    return trial.trunk_id is not None and (trial.trunk_id in trial_ids or trial.id in stored)
+
+
 def makespan(trials: Sequence[Any], concurrency: int, *, shared: bool = False, stored: Collection[str] = ()) -> float:
     """Seconds from the first start to the last end of `trials` (sweeper.plan.Trial, in the planned
     order) on `concurrency` slots: list scheduling, each trial on the first free slot.
@@ -28,8 +35,7 @@ def makespan(trials: Sequence[Any], concurrency: int, *, shared: bool = False, s
     every trial is ready at once and trains alone from step 0.
     """
     by_id = {t.id: t for t in trials}
-    trunk_of = {t.id: t.trunk_id for t in trials if shared and t.trunk_id is not None
-                and (t.trunk_id in by_id or t.id in stored)}
+    trunk_of = {t.id: t.trunk_id for t in trials if shared and starts_at_branch_point(t, by_id, stored)}
     started: dict[str, float] = {}
 
     def ready_at(trial: Any) -> float:
