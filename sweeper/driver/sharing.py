@@ -83,28 +83,29 @@ def persist_branch_point(written: str, trial_dir: str, endpoint: str | None) -> 
                 out.write(chunk)
 
 
-def branch_point(trial_dir: str, step: int, endpoint: str | None) -> Any:
-    """The trunk's checkpoint at `step` in storage as a tune.Checkpoint when it is whole, else None."""
-    from ray import tune
-
+def _whole_branch_point(trial_dir: str, step: int, endpoint: str | None) -> tuple[Any, str] | None:
+    """The trunk's checkpoint at `step` in storage, (pyarrow filesystem, path), when it is whole, else None."""
     from sweeper.driver.checkpoints import _torn
     from sweeper.storage import filesystem_for
 
     filesystem, path = filesystem_for(branch_point_path(trial_dir, step), endpoint)
-    return tune.Checkpoint(path=path, filesystem=filesystem) if _torn(filesystem, path) is None else None
+    return (filesystem, path) if _torn(filesystem, path) is None else None
+
+
+def branch_point(trial_dir: str, step: int, endpoint: str | None) -> Any:
+    """The trunk's checkpoint at `step` in storage as a tune.Checkpoint when it is whole, else None."""
+    from ray import tune
+
+    whole = _whole_branch_point(trial_dir, step, endpoint)
+    return None if whole is None else tune.Checkpoint(path=whole[1], filesystem=whole[0])
 
 
 def stored_branch_points(trials: Sequence[Any], trial_dir_of: Callable[[str], str], endpoint: str | None) -> frozenset[str]:
     """The ids of the branches among `trials` (sweeper.plan.Trial) whose trunk's checkpoint at their
-    branch point is already whole in storage, left by an earlier run: they start there at once."""
-    from sweeper.driver.checkpoints import _torn
-    from sweeper.storage import filesystem_for
-
-    def stored(trial: Any) -> bool:
-        filesystem, path = filesystem_for(branch_point_path(trial_dir_of(trial.trunk_id), trial.branch_step), endpoint)
-        return _torn(filesystem, path) is None
-
-    return frozenset(t.id for t in trials if t.trunk_id is not None and stored(t))
+    branch point is already whole in storage, left by an earlier run: they start there at once.
+    No Ray: preflight asks before Ray starts."""
+    return frozenset(t.id for t in trials if t.trunk_id is not None
+                     and _whole_branch_point(trial_dir_of(t.trunk_id), t.branch_step, endpoint) is not None)
 
 
 def fetch_branch_point(payload: dict[str, Any], scratch: Path) -> str | None:
