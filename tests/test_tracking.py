@@ -171,6 +171,39 @@ def test_a_rerun_opens_a_fresh_run_and_supersedes_the_old_one(tmp_path: Path) ->
     assert open_smoke_trial(tracking, parent).run_id == fresh.run_id
 
 
+def test_points_committed_without_their_tag_are_not_written_twice(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's SQL store commits a batch's points, then its tags: a driver killed between the two
+    leaves points that the last-steps tag does not count. The continued run reads its curves and
+    writes none of those points again."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    tracking = Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")
+    parent = tracking.sweep_run("smoke", spec_texts={}, plan={})
+    log = open_smoke_trial(tracking, parent)
+    log.log({"train/loss": 4.0}, step=128)
+    log.flush()
+    log.log({"train/loss": 3.9, "val/loss": 3.8}, step=256)
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt("the driver dies between the batch's two commits")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SqlAlchemyStore, "_set_tags", killed)
+        with pytest.raises(KeyboardInterrupt):
+            log.flush()
+    stale = tracking.trial_records(["abc123def456"])["abc123def456"]
+    assert stale.last_steps == {"train/loss": 128} and stale.metrics == {"train/loss": 3.9, "val/loss": 3.8}
+
+    retry = open_smoke_trial(tracking, parent)  # resumes from a checkpoint at 128: replays 256
+    assert retry.run_id == log.run_id and retry.last_steps == {"train/loss": 256, "val/loss": 256}
+    for step in (256, 384):
+        retry.log({"train/loss": 4.0 - step / 1000, "val/loss": 3.9 - step / 1000}, step=step)
+    retry.finish("FINISHED")
+    assert curve(tracking, log.run_id, "train/loss") == [(128, 4.0), (256, 3.9), (384, 4.0 - 0.384)]
+    assert curve(tracking, log.run_id, "val/loss") == [(256, 3.8), (384, 3.9 - 0.384)]
+
+
 def test_a_run_retried_after_a_failure_keeps_no_failure_once_it_finishes(tmp_path: Path) -> None:
     from sweeper.tracking import TAG_FAILURE
 

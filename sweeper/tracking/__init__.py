@@ -2,9 +2,10 @@
 
 A trial's run is found again by its `sweeper.trial_id` tag, so a resumed or retried trial keeps
 writing the same run. Curves use step = tokens seen. Points are buffered and sent with
-`log_batch`, together with a tag holding the last step written per metric, in one request: after
-a crash the tag and the curve agree, and a resumed trial drops every point at or before that step,
-so no step is ever logged twice. Only the driver writes (trials report to it), so a sqlite store
+`log_batch`, together with a tag holding the last step written per metric. A continued run reads
+the last step of each curve itself (the SQL store commits a batch's points before its tag, so a
+crash between the two leaves the tag behind), and drops every point at or before it, so no step is
+ever logged twice. Only the driver writes (trials report to it), so a sqlite store
 never sees two writers. MLflow is imported inside this module's functions only.
 """
 
@@ -244,7 +245,7 @@ class Tracking:
             self.client.update_run(existing.run_id, status="RUNNING")
             if TAG_FAILURE in existing.tags:  # an earlier attempt's reason; this one may well finish
                 self.client.delete_tag(existing.run_id, TAG_FAILURE)
-            return TrialLog(self.client, existing.run_id, dict(existing.last_steps))
+            return TrialLog(self.client, existing.run_id, self._written_steps(existing))
         all_tags = {TAG_KIND: "trial", TAG_TRIAL: trial_id, TAG_PARENT: parent_run_id,
                     **{k: str(v) for k, v in tags.items()}}
         if fresh:  # the new run names the runs it replaces, so a reader's cache of ended runs drops them
@@ -258,6 +259,18 @@ class Tracking:
             for old_id in earlier:  # for the UI and any other reader
                 self.client.set_tag(old_id, TAG_SUPERSEDED, run.info.run_id)
         return TrialLog(self.client, run.info.run_id, {})
+
+    def _written_steps(self, record: TrialRecord) -> dict[str, int]:
+        """The last step written per metric of a run being continued, from its curves. The
+        TAG_LAST_STEPS tag goes in the same `log_batch` as the points, but MLflow's SQL store commits
+        the points first and the tag after, so a driver killed between the two leaves points the tag
+        does not count; written again, they would be duplicates. One metric history is read per key."""
+        steps = dict(record.last_steps)
+        for key in record.metrics:
+            history = self.client.get_metric_history(record.run_id, key)
+            if history:
+                steps[key] = max(steps.get(key, -1), max(int(m.step) for m in history))
+        return steps
 
     def finish_sweep(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
