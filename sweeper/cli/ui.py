@@ -15,9 +15,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import deque
 from pathlib import Path
+from typing import IO
 
 from sweeper.console import UserError, console, redact
 
@@ -82,10 +85,16 @@ def serve_ui(tracking_uri: str, *, port: int, experiment: str | None) -> int:
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # the UI needs no background job runners
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                                env=env)
+    # The server writes a traceback to stderr for each request it fails (some MLflow versions fail a
+    # few on every page load): read it all the time, keeping the last lines, or a full pipe would
+    # stop the server mid-request after a few pages.
+    errors: deque[str] = deque(maxlen=50)
+    reader = threading.Thread(target=_drain, args=(process.stderr, errors), daemon=True)
+    reader.start()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server with us, as Ctrl-C does
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(base + "/health", process)
+        _wait(base + "/health", process, reader, errors)
         if chosen:
             print_urls(base, chosen.experiment_id, view)
         else:
@@ -105,12 +114,19 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _wait(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
+def _drain(stream: IO[bytes], lines: deque[str]) -> None:
+    for line in stream:
+        if line.strip():
+            lines.append(line.decode(errors="replace").strip())
+
+
+def _wait(url: str, process: subprocess.Popen, reader: threading.Thread, errors: deque[str],
+          timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            detail = process.stderr.read().decode(errors="replace").strip().splitlines() if process.stderr else []
-            raise UserError(f"the MLflow UI did not start: {detail[-1] if detail else 'exited'}")
+            reader.join(timeout=2)  # the last lines the server wrote
+            raise UserError(f"the MLflow UI did not start: {errors[-1] if errors else 'exited'}")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
