@@ -115,7 +115,10 @@ def test_billion_laughs_is_refused_quickly(write_spec, cli) -> None:
     path = write_spec("\n".join(lines) + "\n")
     start = time.perf_counter()
     code, _, err = cli("validate", path)
-    assert time.perf_counter() - start < 2.0
+    # Expanded, the document would hold 10^10 strings (hours, and far more memory than a machine
+    # has). Refused, it took 0.4 s on an idle 2-core machine and 2.0 s on a loaded one: the bound
+    # tells the two cases apart without failing on a busy machine.
+    assert time.perf_counter() - start < 30
     assert code == 2
     assert "once aliases are expanded; refusing to expand further" in err
 
