@@ -5,8 +5,8 @@ writing the same run. Curves use step = tokens seen. Points are buffered and sen
 `log_batch`, together with a tag holding the last step written per metric. A continued run reads
 the last step of each curve itself (the SQL store commits a batch's points before its tag, so a
 crash between the two leaves the tag behind), and drops every point at or before it, so no step is
-ever logged twice. Only the driver writes (trials report to it), so a sqlite store
-never sees two writers. MLflow is imported inside this module's functions only.
+ever logged twice. Only the driver writes (trials report to it), so a sqlite store never sees two
+writers. MLflow is imported inside this module's functions only.
 """
 
 from __future__ import annotations
@@ -261,15 +261,16 @@ class Tracking:
         return TrialLog(self.client, run.info.run_id, {})
 
     def _written_steps(self, record: TrialRecord) -> dict[str, int]:
-        """The last step written per metric of a run being continued, from its curves. The
-        TAG_LAST_STEPS tag goes in the same `log_batch` as the points, but MLflow's SQL store commits
-        the points first and the tag after, so a driver killed between the two leaves points the tag
-        does not count; written again, they would be duplicates. One metric history is read per key."""
-        steps = dict(record.last_steps)
+        """The last step written per metric of a run being continued, read from its curves (one
+        metric history per key), not from TAG_LAST_STEPS: that tag goes in the same `log_batch` as
+        the points, but MLflow's SQL store commits the points first and the tag after, so a driver
+        killed between the two leaves points the tag does not count; written again, they would be
+        duplicates."""
+        steps = {}
         for key in record.metrics:
             history = self.client.get_metric_history(record.run_id, key)
             if history:
-                steps[key] = max(steps.get(key, -1), max(int(m.step) for m in history))
+                steps[key] = max(int(m.step) for m in history)
         return steps
 
     def finish_sweep(self, run_id: str, status: str) -> None:
